@@ -1,0 +1,38 @@
+# gatewayd: two commands on a fresh machine, `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+CONFIG ?= etc/gatewayd.yaml
+PLUGIN_CONFIG ?= etc/gatewayd_plugins.yaml
+
+.PHONY: run test unit integration bench protos lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --config-settings editable_mode=compat -e '.[test]'
+	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/twistd -n gatewayd --config $(CONFIG) --plugin-config $(PLUGIN_CONFIG)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -n 2 tests/unit
+
+integration: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup tests/integration
+
+bench: $(STAMP)
+	$(PY) tests/bench/run_bench.py
+
+protos: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Igatewayd/protos=protos --python_out=. --pyi_out=. --grpc_python_out=. protos/*.proto
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

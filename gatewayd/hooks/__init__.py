@@ -1,0 +1,1 @@
+"""Hooks: names and enum numbers (L{names}), the registry, payload builders."""

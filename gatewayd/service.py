@@ -1,0 +1,223 @@
+# -*- test-case-name: tests.integration.test_embedding -*-
+"""
+L{GatewayService}: the whole gateway as one Twisted C{MultiService}.
+
+This is the embedding API.  twistd (L{gatewayd.tap}), the C{gatewayd} CLI and
+any existing Twisted application build the gateway the same way::
+
+    svc = GatewayService(config, reactor)
+    svc.setServiceParent(application_or_parent_service)
+
+Nothing here imports the global reactor: it is passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import defer, task
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from gatewayd import __version__
+from gatewayd.backend import BackendTarget, split_address
+from gatewayd.block import Block
+from gatewayd.cancel import CancelRegistry
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from gatewayd.config import Config
+from gatewayd.config.schema import Server
+from gatewayd.errors import ConfigError
+from gatewayd.hooks import names as hook
+from gatewayd.interfaces import IHookRegistry
+from gatewayd.loadbalancer import BalancerConfigError, build_balancer
+from gatewayd.observability.logging import GatewayLogging
+from gatewayd.pool import BackendPool
+from gatewayd.server import GatewayServerFactory
+from gatewayd.stats import Stats
+from gatewayd.tls import backend_tls, server_context
+
+
+def listen_description(network: str, address: str) -> str:
+    """A Twisted server endpoint string for a GatewayD C{network}/C{address} pair."""
+    if network == "unix":
+        return "unix:" + address.replace(":", r"\:")
+    host, port = split_address(address, 15432)
+    interface = host.replace(":", r"\:")
+    return f"tcp:{port}:interface={interface}" if host else f"tcp:{port}"
+
+
+@dataclass
+class ServerGroup:
+    """One tenant: its listener and its blocks."""
+
+    name: str
+    config: Server
+    factory: GatewayServerFactory
+    blocks: dict[str, Block]
+    port: Any = None
+    address: str = ""
+    ticker: Any = field(default=None, repr=False)
+
+
+class GatewayService(MultiService):
+    """
+    Pools, listeners, cancellation, hooks and observability built from a
+    L{Config}.  C{startService} dials the pools and opens the listeners;
+    C{stopService} stops accepting, drains sessions (C{drainTimeout}) and closes
+    everything.
+
+    @ivar ready: fires with {group: "host:port"} once every listener is bound,
+        or fails with the first bind error.
+    """
+
+    name = "gatewayd"
+
+    def __init__(self, config: Config, reactor: Any, *, hooks: IHookRegistry | None = None,
+                 logging: GatewayLogging | None = None, dev: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.dev = dev
+        self.stats = Stats()
+        self.logging = logging or GatewayLogging(config.global_.loggers,
+                                                 config_path=config.global_path)
+        self.log = self.logging.logger("default", "gatewayd")
+        self.cancels = CancelRegistry(self.log)
+        self.hooks = hooks if hooks is not None else _default_registry(reactor, config, self.log)
+        self.groups: dict[str, ServerGroup] = {}
+        self.ready: defer.Deferred[dict[str, str]] = defer.Deferred()
+        self._build()
+
+    # -- building --------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        g = self.config.global_
+        path = self.config.global_path
+        for group, server in g.servers.items():
+            log = self.logging.logger(group if group in g.loggers else "default",
+                                      "gatewayd.server")
+            names = list(server.proxies) if server.proxies else list(g.proxies.get(group, {}))
+            blocks = {name: self._block(group, name, log) for name in names}
+            try:
+                balancer = build_balancer(
+                    group, names, server.load_balancer,
+                    load=lambda name, blocks=blocks: blocks[name].pool.busy_count)
+            except BalancerConfigError as e:
+                raise ConfigError(path, *e.args) from None
+            tls_context = None
+            if server.enable_tls:
+                tls_context = server_context(server.cert_file, server.key_file,
+                                             server.tls_min_version, config_path=path,
+                                             key_prefix=f"servers.{group}.")
+            factory = GatewayServerFactory(group, server, blocks, balancer, self.cancels,
+                                           self.hooks, self.stats, self.reactor, log, tls_context)
+            self.groups[group] = ServerGroup(group, server, factory, blocks)
+
+    def _block(self, group: str, name: str, log: Logger) -> Block:
+        g = self.config.global_
+        client = g.clients[group][name]
+        host = split_address(client.address)[0] if client.network != "unix" else ""
+        tls = backend_tls(client.sslmode, host, rootcert=client.sslrootcert, cert=client.sslcert,
+                          key=client.sslkey, server_name=client.sslservername,
+                          config_path=self.config.global_path,
+                          key_prefix=f"clients.{group}.{name}.")
+        target = BackendTarget(group, name, client, tls, self.reactor)
+        stats = self.stats.block(group, name)
+        pool = BackendPool(self.reactor, target.dial, client, g.pools[group][name],
+                           g.proxies[group][name], stats, log)
+        return Block(group, name, target, pool, stats)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def startService(self) -> None:  # noqa: N802
+        self.logging.start()
+        super().startService()
+        self._fire(hook.ON_BOOTING, {"status": "1"})
+        for group in self.groups.values():
+            for block in group.blocks.values():
+                block.pool.start()
+                self._fire(hook.ON_NEW_POOL, {"name": block.name, "size": block.pool.size})
+        listening = [self._listen(group) for group in self.groups.values()]
+        defer.gatherResults(listening, consumeErrors=True).addCallbacks(
+            self._listening, self._listen_failed)
+
+    def _listen(self, group: ServerGroup) -> defer.Deferred[None]:
+        description = listen_description(group.config.network, group.config.address)
+        endpoint = serverFromString(self.reactor, description)
+
+        def bound(port: Any) -> None:
+            group.port = port
+            host = port.getHost()
+            group.address = (f"{host.host}:{host.port}" if hasattr(host, "port")
+                             else str(getattr(host, "name", "")))
+            self.log.info("server {group} listening on {address} ({n} block(s): {blocks})",
+                          group=group.name, address=group.address, n=len(group.blocks),
+                          blocks=", ".join(group.blocks))
+            self._fire(hook.ON_RUN, {"address": group.address})
+            if group.config.enable_ticker:
+                group.ticker = task.LoopingCall(self._tick, group)
+                group.ticker.clock = self.reactor
+                group.ticker.start(group.config.tick_interval or 5.0, now=False)
+
+        return endpoint.listen(group.factory).addCallback(bound)
+
+    def _listening(self, _: Any) -> None:
+        self._fire(hook.ON_BOOTED, {"status": "0"})
+        self.ready.callback({name: g.address for name, g in self.groups.items()})
+
+    def _listen_failed(self, failure: Any) -> None:
+        error = failure.value.subFailure if hasattr(failure.value, "subFailure") else failure
+        self.log.error("cannot listen: {why}", why=error.getErrorMessage())
+        self.ready.errback(error)
+
+    def _tick(self, group: ServerGroup) -> None:
+        self.stats.ticks_fired += 1
+        n = len(group.factory.connections)
+        self.log.info("{group}: {n} active connection(s)", group=group.name, n=n)
+        self._fire(hook.ON_TICK, {"connections": n})
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:  # noqa: N802
+        """Stop accepting, drain sessions up to each server's drainTimeout, close."""
+        stopping = []
+        for group in self.groups.values():
+            if group.ticker is not None and group.ticker.running:
+                group.ticker.stop()
+            if group.port is not None:
+                stopping.append(defer.maybeDeferred(group.port.stopListening))
+        yield defer.DeferredList(stopping)
+        total = sum(len(g.factory.connections) for g in self.groups.values())
+        if total:
+            self.log.info("draining {n} client connection(s)", n=total)
+        yield defer.DeferredList([g.factory.drain(g.config.drain_timeout)
+                                  for g in self.groups.values()])
+        self._fire(hook.ON_SHUTDOWN, {"connections": 0})
+        yield defer.DeferredList([b.pool.stop() for g in self.groups.values()
+                                  for b in g.blocks.values()])
+        yield defer.maybeDeferred(super().stopService)
+        self.logging.stop()
+
+    def signalled(self, name: str) -> None:
+        """A stop signal arrived (C{terminated}, C{interrupt}, ...): GatewayD's OnSignal."""
+        self.log.info("received {signal}, stopping", signal=name)
+        self._fire(hook.ON_SIGNAL, {"signal": name})
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _fire(self, name: str, payload: dict[str, Any]) -> None:
+        if self.hooks.is_subscribed(name):
+            self.hooks.run(name, payload)
+
+    @property
+    def version(self) -> str:
+        return __version__
+
+
+def _default_registry(reactor: Any, config: Config, log: Logger) -> IHookRegistry:
+    """A hook registry with Act built from the plugins file; plugins register later."""
+    from gatewayd.hooks.registry import build_registry
+
+    return build_registry(reactor, config.plugins, log=log)
