@@ -29,7 +29,7 @@ integration: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup tests/integration
 
 bench: $(STAMP)
-	$(PY) tests/bench/run_bench.py
+	$(PY) tests/bench/run_bench.py $(BENCH_ARGS)
 
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Igatewayd/protos=protos --python_out=. --pyi_out=. --grpc_python_out=. protos/*.proto

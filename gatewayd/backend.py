@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from twisted.internet import defer, error
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IHandshakeListener, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gatewayd import pgwire
 from gatewayd.config.schema import Client
 from gatewayd.errors import BackendUnavailable
-from gatewayd.tls import BackendTLS
+from gatewayd.tls import BackendTLS, describe_tls_error
 
 
 def split_address(address: str, default_port: int = 5432) -> tuple[str, int]:
@@ -182,7 +182,7 @@ class BackendTarget:
         else:
             host, port = split_address(self.address)
             endpoint = HostnameEndpoint(self.reactor, host, port, timeout=timeout)
-        connecting = connectProtocol(endpoint, conn)
+        connecting = endpoint.connect(_QuietFactory(conn))
         result: defer.Deferred[BackendConnection] = defer.Deferred()
         timed_out = []
 
@@ -212,10 +212,23 @@ class BackendTarget:
         return result
 
 
+class _QuietFactory(Factory):
+    """Hands out one protocol; not noisy (one log line per backend dial is too many)."""
+
+    noisy = False
+
+    def __init__(self, protocol: BackendConnection) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Any) -> BackendConnection:  # noqa: N802
+        return self._protocol
+
+
 def _as_unavailable(address: str, failure: Failure) -> Failure:
     if failure.check(BackendUnavailable):
         return failure
     if failure.check(defer.CancelledError):
         return Failure(BackendUnavailable(f"{address}: connection timed out"))
-    reason = failure.getErrorMessage() or failure.type.__name__
+    reason = (describe_tls_error(failure.value) or failure.getErrorMessage()
+              or failure.type.__name__)
     return Failure(BackendUnavailable(f"{address}: {reason}"))

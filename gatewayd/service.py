@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.application.service import MultiService
+from prometheus_client import CollectorRegistry
+from twisted.application.service import IService, MultiService
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
@@ -24,6 +25,7 @@ from twisted.logger import Logger
 from gatewayd import __version__
 from gatewayd.backend import BackendTarget, split_address
 from gatewayd.block import Block
+from gatewayd.act.registry import ActRegistry
 from gatewayd.cancel import CancelRegistry
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
@@ -31,9 +33,11 @@ if TYPE_CHECKING:
 from gatewayd.config.schema import Server
 from gatewayd.errors import ConfigError
 from gatewayd.hooks import names as hook
+from gatewayd.hooks.registry import HookRegistry
 from gatewayd.interfaces import IHookRegistry
 from gatewayd.loadbalancer import BalancerConfigError, build_balancer
 from gatewayd.observability.logging import GatewayLogging
+from gatewayd.observability.metrics import GatewayCollector, GatewayMetrics, metrics_service
 from gatewayd.pool import BackendPool
 from gatewayd.server import GatewayServerFactory
 from gatewayd.stats import Stats
@@ -86,7 +90,10 @@ class GatewayService(MultiService):
                                                  config_path=config.global_path)
         self.log = self.logging.logger("default", "gatewayd")
         self.cancels = CancelRegistry(self.log)
-        self.hooks = hooks if hooks is not None else _default_registry(reactor, config, self.log)
+        self.registry = CollectorRegistry()
+        GatewayCollector(self.stats, self.registry)
+        self.metrics = GatewayMetrics(self.registry)
+        self.hooks = hooks if hooks is not None else self._hook_registry()
         self.groups: dict[str, ServerGroup] = {}
         self.ready: defer.Deferred[dict[str, str]] = defer.Deferred()
         self._build()
@@ -115,6 +122,34 @@ class GatewayService(MultiService):
             factory = GatewayServerFactory(group, server, blocks, balancer, self.cancels,
                                            self.hooks, self.stats, self.reactor, log, tls_context)
             self.groups[group] = ServerGroup(group, server, factory, blocks)
+        self._metrics_service()
+
+    def _hook_registry(self) -> IHookRegistry:
+        """Act from the plugins file, and the registry plugins will register with."""
+        plugins = self.config.plugins
+        act = ActRegistry.from_config(plugins, reactor=self.reactor,
+                                      log=self.logging.logger("default", "gatewayd.act"),
+                                      path=self.config.plugins_path)
+        if isinstance(act.publisher, IService):
+            act.publisher.setServiceParent(self)
+        return HookRegistry(self.reactor, act, timeout=plugins.timeout,
+                            log=self.logging.logger("default", "gatewayd.hooks"),
+                            metrics=self.metrics,
+                            failure_modes={p.name: p.failure_mode for p in plugins.plugins})
+
+    def _metrics_service(self) -> None:
+        metrics = self.config.global_.metrics.get("default")
+        if metrics is None:
+            return
+        service = metrics_service(metrics, self.registry, self.plugin_metrics_text, self.reactor,
+                                  config_path=self.config.global_path)
+        if service is not None:
+            service.setServiceParent(self)
+
+    def plugin_metrics_text(self) -> str:
+        """Plugins' merged metrics (label C{plugin}), written before ours like GatewayD."""
+        host = getattr(self, "plugin_host", None)
+        return host.merged_metrics_text() if host is not None else ""
 
     def _block(self, group: str, name: str, log: Logger) -> Block:
         g = self.config.global_
@@ -215,9 +250,3 @@ class GatewayService(MultiService):
     def version(self) -> str:
         return __version__
 
-
-def _default_registry(reactor: Any, config: Config, log: Logger) -> IHookRegistry:
-    """A hook registry with Act built from the plugins file; plugins register later."""
-    from gatewayd.hooks.registry import build_registry
-
-    return build_registry(reactor, config.plugins, log=log)
