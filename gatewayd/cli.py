@@ -65,6 +65,10 @@ def _install_reactor(name: str) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     reactor = _install_reactor(args.reactor)
     service = build_service_or_exit(reactor, args.config, args.plugin_config, dev=args.dev)
+    from twisted.logger import globalLogBeginner
+    # Twisted's own events and in-process plugins' logs go where loggers.default says.
+    globalLogBeginner.beginLoggingTo([service.logging.observer("default")],
+                                     redirectStandardIO=False)
     if args.tracing:
         from gatewayd.observability.tracing import setup_otlp
         setup_otlp(args.collector_url, __version__)

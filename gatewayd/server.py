@@ -61,12 +61,16 @@ class FrontendProtocol(Protocol):
         self._acquiring: defer.Deferred[BackendConnection] | None = None
         self._early: list[bytes] = []
         self.close_error = ""
+        self._peer = {"local": "", "remote": ""}
 
     # -- Twisted protocol -------------------------------------------------------------------
 
     def connectionMade(self) -> None:  # noqa: N802
         f = self.factory
-        tune_socket(self.transport)
+        t = self.transport
+        # Recorded now: after the socket closes, getHost() no longer works.
+        self._peer = {"local": _format_peer(t.getHost()), "remote": _format_peer(t.getPeer())}
+        tune_socket(t)
         f.connections.add(self)
         self._timer = f.clock.callLater(f.startup_timeout, self._startup_timed_out)
         if f.hooks.is_subscribed(hook.ON_OPENING):
@@ -183,7 +187,8 @@ class FrontendProtocol(Protocol):
         try:
             block = f.choose_block(info)
         except BackendUnavailable as e:
-            self.fail(sqlstate.CONNECTION_FAILURE, str(e))
+            self.fail(sqlstate.CONNECTION_FAILURE, "could not connect to the database server",
+                      detail=str(e))
             return
         self.block = block
         self.state = _WAITING
@@ -261,8 +266,13 @@ class FrontendProtocol(Protocol):
 
     def protocol_violation(self, e: ProtocolViolation) -> None:
         """A malformed message mid-session: tell the client and close only it."""
+        if self.state == _DONE:
+            return
+        self.state = _DONE
         self.close_error = str(e)
-        if self.transport.connected:
+        # Inside a server message an ErrorResponse would be read as its payload.
+        if self.transport.connected and (self.session is None
+                                         or self.session.at_message_boundary()):
             self.transport.write(error_response(e.sqlstate, str(e), severity="FATAL"))
         if self.session is not None:
             self.session.end("protocol violation")
@@ -271,10 +281,7 @@ class FrontendProtocol(Protocol):
 
     def peer_info(self) -> dict[str, str]:
         """GatewayD's C{client{local, remote}} payload."""
-        t = self.transport
-        if t is None:
-            return {"local": "", "remote": ""}
-        return {"local": _format_peer(t.getHost()), "remote": _format_peer(t.getPeer())}
+        return dict(self._peer)
 
     def shutdown(self) -> None:
         """Drain deadline passed: tell the client why and close."""

@@ -1,0 +1,1 @@
+"""Example plugins built with L{gatewayd.sdk} (importable from the repository root)."""
