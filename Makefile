@@ -10,6 +10,9 @@ PLUGIN_CONFIG ?= etc/gatewayd_plugins.yaml
 .PHONY: run test unit integration bench protos lint clean
 
 $(STAMP): setup.cfg pyproject.toml
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	  echo "warning: chromium missing (status page tests need it)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q --config-settings editable_mode=compat -e '.[test]'

@@ -88,7 +88,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     def installed() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, on_signal)
-        service.startService()
+        try:
+            service.startService()
+        except Exception as e:  # a busy metrics/API port, an unreadable log file...
+            print(f"gatewayd: cannot start: {e}", file=sys.stderr)
+            status["code"] = 1
+            reactor.stop()
+            return
         service.ready.addErrback(bind_failed)
 
     reactor.callWhenRunning(installed)

@@ -23,6 +23,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from gatewayd import __version__
+from gatewayd.api import api_services
 from gatewayd.backend import BackendTarget, split_address
 from gatewayd.block import Block
 from gatewayd.act.registry import ActRegistry
@@ -38,6 +39,7 @@ from gatewayd.interfaces import IHookRegistry
 from gatewayd.loadbalancer import BalancerConfigError, build_balancer
 from gatewayd.observability.logging import GatewayLogging
 from gatewayd.observability.metrics import GatewayCollector, GatewayMetrics, metrics_service
+from gatewayd.plugins.host import PluginHost
 from gatewayd.pool import BackendPool
 from gatewayd.server import GatewayServerFactory
 from gatewayd.stats import Stats
@@ -123,6 +125,12 @@ class GatewayService(MultiService):
                                            self.hooks, self.stats, self.reactor, log, tls_context)
             self.groups[group] = ServerGroup(group, server, factory, blocks)
         self._metrics_service()
+        self.plugin_host = PluginHost(self.reactor, self.config.plugins, self.hooks,
+                                      log=self.logging.logger("default", "gatewayd.plugins"),
+                                      dev=self.dev, metrics=self.metrics)
+        self.plugin_host.setServiceParent(self)
+        for service in api_services(self, self.config.global_.api, self.reactor):
+            service.setServiceParent(self)
 
     def _hook_registry(self) -> IHookRegistry:
         """Act from the plugins file, and the registry plugins will register with."""
@@ -175,6 +183,12 @@ class GatewayService(MultiService):
             for block in group.blocks.values():
                 block.pool.start()
                 self._fire(hook.ON_NEW_POOL, {"name": block.name, "size": block.pool.size})
+        # As GatewayD: plugins are loaded (or refused) before the servers listen.
+        self.plugin_host.when_loaded().addBoth(lambda _: self._listen_all())
+
+    def _listen_all(self) -> None:
+        if not self.running:
+            return
         listening = [self._listen(group) for group in self.groups.values()]
         defer.gatherResults(listening, consumeErrors=True).addCallbacks(
             self._listening, self._listen_failed)
