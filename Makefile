@@ -35,7 +35,8 @@ bench: $(STAMP)
 	$(PY) tests/bench/run_bench.py $(BENCH_ARGS)
 
 protos: $(STAMP)
-	$(PY) -m grpc_tools.protoc -Igatewayd/protos=protos --python_out=. --pyi_out=. --grpc_python_out=. protos/*.proto
+	$(PIP) install -q grpcio-tools==1.85.1
+	$(PY) protos/generate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

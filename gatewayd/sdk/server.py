@@ -222,8 +222,11 @@ def _plugin_service(runtime: _Runtime) -> Any:
 
 def _control_services(runtime: _Runtime) -> list[Any]:
     from grpclib.const import Status
-    from grpclib.health.v1.health_grpc import HealthBase
-    from grpclib.health.v1.health_pb2 import HealthCheckResponse
+    # Not grpclib.health: its health_pb2 clashes with grpcio-health-checking's
+    # in one process ("duplicate symbol"); our stub uses the latter's messages.
+    from grpc_health.v1.health_pb2 import HealthCheckResponse
+
+    from gatewayd.protos.grpc_health.v1.health_grpc import HealthBase
 
     from gatewayd.protos.goplugin.grpc_controller_grpc import GRPCControllerBase
     from gatewayd.protos.goplugin.grpc_controller_pb2 import Empty
@@ -249,6 +252,16 @@ def _control_services(runtime: _Runtime) -> list[Any]:
             else:
                 await stream.send_message(HealthCheckResponse(status=HealthCheckResponse.SERVING))
             await runtime.stopping.wait()
+
+        async def List(self, stream: Any) -> None:  # noqa: N802 - gRPC method
+            from grpc_health.v1.health_pb2 import HealthListResponse
+
+            await stream.recv_message()
+            status = (HealthCheckResponse.NOT_SERVING if runtime.stopping.is_set()
+                      else HealthCheckResponse.SERVING)
+            reply = HealthListResponse()
+            reply.statuses["plugin"].status = status
+            await stream.send_message(reply)
 
     class Controller(GRPCControllerBase):
         async def Shutdown(self, stream: Any) -> None:  # noqa: N802 - gRPC method

@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def client(result: dict[str, Any], mode: str, address: str, calls: int, concurre
         from twisted.internet import epollreactor
         epollreactor.install()
     from twisted.internet import reactor, task
-    from twisted.internet.defer import Deferred, DeferredList
+    from twisted.internet.defer import Deferred, DeferredList, succeed
 
     from gatewayd.plugins.structs import Struct, from_struct, to_struct
 
@@ -105,22 +106,31 @@ def client(result: dict[str, Any], mode: str, address: str, calls: int, concurre
 
         from gatewayd.protos.plugin.v1.plugin_grpc import GatewayDPluginServiceStub
         holder: dict[str, Any] = {}
+        loop = reactor._asyncioEventloop  # asyncioreactor does not make it the current loop
 
         async def open_channel() -> None:
-            holder["stub"] = GatewayDPluginServiceStub(Channel(path=address))
+            holder["channel"] = Channel(path=address)
+            holder["stub"] = GatewayDPluginServiceStub(holder["channel"])
+
+        def close() -> Any:
+            holder["channel"].close()
+            return succeed(None)
 
         def connect() -> Deferred[Any]:
-            return Deferred.fromFuture(asyncio.ensure_future(open_channel()))
+            return Deferred.fromFuture(asyncio.ensure_future(open_channel(), loop=loop))
 
         def call(seq: int) -> Deferred[Any]:
             coro = holder["stub"].OnTrafficFromClient(to_struct(payload(seq)), timeout=30)
-            return Deferred.fromFuture(asyncio.ensure_future(coro)).addCallback(from_struct)
+            return Deferred.fromFuture(asyncio.ensure_future(coro, loop=loop)).addCallback(from_struct)
     else:
         from gatewayd.plugins.transport import transport_for_reactor
         transport = transport_for_reactor(reactor, "aio" if mode.startswith("aio") else "sync")
 
         def connect() -> Deferred[Any]:
             return transport.connect(f"unix:{address}")
+
+        def close() -> Any:
+            return transport.close()
 
         def call(seq: int) -> Deferred[Any]:
             return transport.unary(METHOD, to_struct(payload(seq)), Struct,
@@ -155,6 +165,7 @@ def client(result: dict[str, Any], mode: str, address: str, calls: int, concurre
         total = per_worker * concurrency
         result["calls_per_s_16"] = total / elapsed
         result["cpu_us_per_call_16"] = cpu / total * 1e6
+        await close()
 
     task.react(lambda r: Deferred.fromCoroutine(run(r)))
 
@@ -196,6 +207,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         with open(args.json, "a") as f:
             for row in rows:

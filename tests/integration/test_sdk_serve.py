@@ -27,8 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.client import Channel
 from grpclib.config import Configuration
-from grpclib.health.v1.health_grpc import HealthStub
-from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from gatewayd.protos.grpc_health.v1.health_grpc import HealthStub
+from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from gatewayd import pgwire
 from gatewayd.pgwire import MessageFramer, decode_server_message
