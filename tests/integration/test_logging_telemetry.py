@@ -124,10 +124,11 @@ class MetricsEndpointTests(TestCase):
         self.assertIn(b"gatewayd_server_ticks_fired_total 9.0", body)
 
     def _tls(self) -> tuple[str, str]:
-        import os
+        import shutil
+        import tempfile
 
-        directory = self.mktemp()
-        os.makedirs(directory)
+        directory = tempfile.mkdtemp(prefix="gw-metrics-tls-")
+        self.addCleanup(shutil.rmtree, directory, True)
         return self_signed(directory)
 
     def test_busy_port_fails_start(self) -> None:
