@@ -92,6 +92,9 @@ class BackendPool:
         #: None until the first dial settles; then whether the server answered last time.
         self._healthy: bool | None = None
         self.last_error = ""
+        #: called with each connection of the first fill (GatewayD's OnNewClient)
+        self.on_first_fill: Callable[[BackendConnection], None] | None = None
+        self._first_fill = self.size
         stats.pool = self
 
     # -- IBackendPool --------------------------------------------------------------------
@@ -192,6 +195,9 @@ class BackendPool:
         self._failures = 0
         self.stats.server_connections += 1
         conn.on_lost = self._lost
+        if self._first_fill and self.on_first_fill is not None:
+            self._first_fill -= 1
+            self.on_first_fill(conn)
         while self._waiters:
             waiter = self._waiters.popleft()
             waiter.timer.cancel()

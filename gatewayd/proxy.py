@@ -36,12 +36,32 @@ from gatewayd.pgwire import (
     MessageScanner,
     error_response,
     parse_backend_key_data,
+    query,
+    ready_for_query,
     sqlstate,
 )
+from gatewayd.hooks.replies import awaiting_sync, with_ready_status
 from gatewayd.transport import eager_writer
 
 _KEY = ord("K")
 _READY = ord("Z")
+_SYNC = ord("S")
+_IN_TRANSACTION = ord("T")
+_FAILED = ord("E")
+#: Sent to a backend inside a transaction when a plugin refused a statement.
+_ABORT_TRANSACTION = query(
+    "DO $gatewayd$BEGIN RAISE EXCEPTION 'statement refused by a gatewayd plugin'; END$gatewayd$")
+
+
+def _sync_points(batch: bytes) -> int:
+    """How many ReadyForQuery answers C{batch} (whole messages) will cause: its Q and S."""
+    count, pos, end = 0, 0, len(batch) - 5
+    while pos <= end:
+        kind = batch[pos]
+        if kind == 81 or kind == 83:  # 'Q', 'S'
+            count += 1
+        pos += 1 + int.from_bytes(batch[pos + 1:pos + 5], "big")
+    return count
 
 
 class Session:
@@ -66,6 +86,8 @@ class Session:
         self.cancel_key: tuple[int, bytes] | None = None
         self.hooked = any(hooks.is_subscribed(name) for name in hook.TRAFFIC)
         self.scanner = MessageScanner(max_message_size)
+        #: follows the client's stream in pump mode, to enforce maxMessageSize
+        self.client_scanner = MessageScanner(max_message_size)
         self._server_framer = MessageFramer(max_message_size)
         self._client_framer = MessageFramer(max_message_size)
         self._write_backend: Callable[[bytes], None] = eager_writer(backend.transport)
@@ -75,6 +97,10 @@ class Session:
         self._client_busy = False
         self._server_busy = False
         self._client_pending: list[bytes] = []
+        self._discard_until_sync = False
+        self._swallow_replies = 0
+        #: Query/Sync messages sent whose ReadyForQuery has not come back (framed mode)
+        self._awaiting_ready = 0
         self._server_pending: list[bytes] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -98,7 +124,7 @@ class Session:
         else:
             self.backend.attach(self, self._server_startup)
             self.frontend.dataReceived = self._client_pump
-            self._client_pump(startup_packet)
+            self._forward_startup(startup_packet)
 
     def end(self, reason: str = "") -> None:
         """Close both sides once; the backend socket goes back to its pool to be re-dialled."""
@@ -109,10 +135,12 @@ class Session:
             self.cancels.unregister(*self.cancel_key)
         self.stats.proxied_connections -= 1
         front = self.frontend.transport
-        if front is not None:
-            front.unregisterProducer()
-        if self.backend.transport is not None:
-            self.backend.transport.unregisterProducer()
+        # Only a live transport has a producer to drop: one whose connectionLost
+        # is running has already dropped it, and a TLS one would raise here
+        # (its protocol is gone), skipping the release below.
+        for transport in (front, self.backend.transport):
+            if transport is not None and transport.connected:
+                transport.unregisterProducer()
         self.block.pool.release(self.backend)
         if front is not None and front.connected:
             front.loseConnection()
@@ -141,7 +169,21 @@ class Session:
 
     # -- pump mode ------------------------------------------------------------------------
 
+    def _forward_startup(self, packet: bytes) -> None:
+        """The StartupMessage has no type byte: it bypasses the client scanner."""
+        stats = self.stats
+        stats.bytes_received_from_client += len(packet)
+        stats.reads_from_client += 1
+        stats.bytes_sent_to_server += len(packet)
+        stats.writes_to_server += 1
+        self._write_backend(packet)
+
     def _client_pump(self, data: bytes) -> None:
+        try:
+            self.client_scanner.feed(data)
+        except ProtocolViolation as e:
+            self.frontend.protocol_violation(e)
+            return
         stats = self.stats
         n = len(data)
         stats.bytes_received_from_client += n
@@ -221,8 +263,26 @@ class Session:
         except ProtocolViolation as e:
             self.frontend.protocol_violation(e)
             return
+        if messages and self._discard_until_sync:
+            messages = self._skip_to_sync(messages)
         if messages:
             self._client_batch(messages[0] if len(messages) == 1 else b"".join(messages))
+
+    def _skip_to_sync(self, messages: list[bytes]) -> list[bytes]:
+        """
+        After a refused extended-protocol batch whose Sync had not arrived: drop
+        the rest of that batch (PostgreSQL would skip it too) and answer its Sync.
+        """
+        for index, msg in enumerate(messages):
+            if msg[0] == _SYNC:
+                self._discard_until_sync = False
+                self._to_client(ready_for_query(self._client_status()), self._last_request)
+                return messages[index + 1:]
+        return []
+
+    def _client_status(self) -> bytes:
+        """The status a client must see after a refused statement: E inside a transaction."""
+        return b"E" if self._ready_status in (_IN_TRANSACTION, _FAILED) else b"I"
 
     def _client_batch(self, batch: bytes) -> None:
         self.stats.bytes_received_from_client += len(batch)
@@ -245,7 +305,15 @@ class Session:
             if not isinstance(response, (bytes, bytearray)) or not response:
                 self.end("terminated by plugin")
                 return
-            self._to_client(bytes(response), request=batch)
+            if self._ready_status == _IN_TRANSACTION and not self._awaiting_ready:
+                # The client now believes its transaction failed; make it so on
+                # the backend too, so a later COMMIT cannot commit half of it.
+                self._swallow_replies += 1
+                self._write_backend(_ABORT_TRANSACTION)
+            self._to_client(with_ready_status(bytes(response), self._client_status()),
+                            request=batch)
+            if awaiting_sync(batch):
+                self._discard_until_sync = True
         else:
             request = result.get("request")
             self._to_server(bytes(request) if isinstance(request, (bytes, bytearray)) and request
@@ -262,6 +330,7 @@ class Session:
 
     def _to_server(self, batch: bytes) -> None:
         self._last_request = batch
+        self._awaiting_ready += _sync_points(batch)
         self._write_backend(batch)
         self.stats.bytes_sent_to_server += len(batch)
         self.stats.writes_to_server += 1
@@ -279,12 +348,16 @@ class Session:
         except ProtocolViolation as e:
             self._server_violation(e)
             return
+        if self._swallow_replies:
+            messages = self._swallow(messages)
         if not messages:
             return
         for msg in messages:
             kind = msg[0]
             if kind == _READY or kind == _KEY:
                 self._note_server_message(msg)
+                if kind == _READY and self._awaiting_ready:
+                    self._awaiting_ready -= 1
         self.scanner.ready_status = self._ready_status
         batch = messages[0] if len(messages) == 1 else b"".join(messages)
         self.stats.bytes_received_from_server += len(batch)
@@ -299,6 +372,16 @@ class Session:
                            self._payload(request=request, response=batch))
         d.addCallback(self._from_server_done, batch, request)
         d.addErrback(self._hook_failed, "server", batch)
+
+    def _swallow(self, messages: list[bytes]) -> list[bytes]:
+        """Drop the backend's answers to our own transaction-abort queries."""
+        for index, msg in enumerate(messages):
+            if msg[0] == _READY:
+                self._ready_status = msg[5] if len(msg) == 6 else self._ready_status
+                self._swallow_replies -= 1
+                if not self._swallow_replies:
+                    return messages[index + 1:]
+        return []
 
     def _from_server_done(self, result: dict[str, Any], batch: bytes, request: bytes) -> None:
         if self.closed:

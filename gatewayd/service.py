@@ -31,6 +31,7 @@ from gatewayd.cancel import CancelRegistry
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from gatewayd.config import Config
+from gatewayd.config import flatten, to_plain
 from gatewayd.config.schema import Server
 from gatewayd.errors import ConfigError
 from gatewayd.hooks import names as hook
@@ -171,7 +172,22 @@ class GatewayService(MultiService):
         stats = self.stats.block(group, name)
         pool = BackendPool(self.reactor, target.dial, client, g.pools[group][name],
                            g.proxies[group][name], stats, log)
+        pool.on_first_fill = lambda conn: self._new_client(group, name, client, conn)
         return Block(group, name, target, pool, stats)
+
+    def _new_client(self, group: str, name: str, client: Any, conn: Any) -> None:
+        """GatewayD's OnNewClient, for each connection of a pool's first fill."""
+        if not self.hooks.is_subscribed(hook.ON_NEW_CLIENT):
+            return
+        plain = to_plain(client)
+        payload = {key: plain[key] for key in (
+            "network", "address", "receiveChunkSize", "receiveDeadline", "receiveTimeout",
+            "sendDeadline", "dialTimeout", "tcpKeepAlive", "tcpKeepAlivePeriod", "retries",
+            "backoff", "backoffMultiplier", "disableBackoffCaps") if key in plain}
+        local = conn.local_address()
+        payload.update({"id": f"{group}/{name}/{local}", "name": name, "group": group,
+                        "localAddress": local, "remoteAddress": client.address})
+        self.hooks.run(hook.ON_NEW_CLIENT, payload)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -189,6 +205,7 @@ class GatewayService(MultiService):
     def _listen_all(self) -> None:
         if not self.running:
             return
+        self._announce_config()
         listening = [self._listen(group) for group in self.groups.values()]
         defer.gatherResults(listening, consumeErrors=True).addCallbacks(
             self._listening, self._listen_failed)
@@ -248,6 +265,16 @@ class GatewayService(MultiService):
                                   for b in g.blocks.values()])
         yield defer.maybeDeferred(super().stopService)
         self.logging.stop()
+
+    def _announce_config(self) -> None:
+        """GatewayD's start-up notifications, once plugins are loaded (Act only)."""
+        plain = to_plain(self.config.global_)
+        self._fire(hook.ON_CONFIG_LOADED, flatten(plain))
+        self._fire(hook.ON_NEW_LOGGER, plain.get("loggers", {}))
+        for group in self.groups.values():
+            for _ in group.blocks:
+                self._fire(hook.ON_NEW_PROXY, plain.get("proxies", {}))
+            self._fire(hook.ON_NEW_SERVER, plain.get("servers", {}))
 
     def signalled(self, name: str) -> None:
         """A stop signal arrived (C{terminated}, C{interrupt}, ...): GatewayD's OnSignal."""
