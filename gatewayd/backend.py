@@ -10,12 +10,18 @@ idle, unauthenticated, until a client's StartupMessage arrives through it.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from twisted.internet import defer, error
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+)
 from twisted.internet.interfaces import IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -76,6 +82,8 @@ class BackendConnection(Protocol):
         self.session: Any = None
         self.on_lost: Callable[[BackendConnection, Failure], None] | None = None
         self.tls = False
+        #: the socket is closed (set before C{on_lost} runs)
+        self.lost = False
         self._negotiating = False
 
     # -- Twisted protocol -------------------------------------------------------------
@@ -100,6 +108,7 @@ class BackendConnection(Protocol):
         self._become_ready()
 
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # noqa: N802
+        self.lost = True
         if not self.ready.called:
             self.ready.errback(reason)
         if self.on_lost is not None:
@@ -181,7 +190,7 @@ class BackendTarget:
             endpoint = UNIXClientEndpoint(self.reactor, self.address, timeout=timeout)
         else:
             host, port = split_address(self.address)
-            endpoint = HostnameEndpoint(self.reactor, host, port, timeout=timeout)
+            endpoint = _tcp_endpoint(self.reactor, host, port, timeout)
         connecting = endpoint.connect(_QuietFactory(conn))
         result: defer.Deferred[BackendConnection] = defer.Deferred()
         timed_out = []
@@ -210,6 +219,19 @@ class BackendTarget:
 
         connecting.addCallback(connected).addBoth(done)
         return result
+
+
+def _tcp_endpoint(reactor: Any, host: str, port: int, timeout: float) -> Any:
+    """
+    An IP literal is dialled directly; only names go through HostnameEndpoint,
+    whose resolution runs on the thread pool (about a millisecond per dial).
+    """
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    endpoint = TCP4ClientEndpoint if version == 4 else TCP6ClientEndpoint
+    return endpoint(reactor, host, port, timeout=timeout)
 
 
 class _QuietFactory(Factory):
