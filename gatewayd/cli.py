@@ -26,7 +26,7 @@ def version_line() -> str:
 
 
 def build_service_or_exit(reactor: Any, config_path: str | None, plugins_path: str | None, *,
-                          dev: bool = False) -> Any:
+                          dev: bool = False, tracer_provider: Any = None) -> Any:
     """
     Load both files and build the gateway.  A bad configuration prints one line
     per problem (file, key, what is wrong) on stderr and exits 1.
@@ -37,7 +37,7 @@ def build_service_or_exit(reactor: Any, config_path: str | None, plugins_path: s
 
     try:
         config = load(config_path, plugins_path)
-        return GatewayService(config, reactor, dev=dev)
+        return GatewayService(config, reactor, dev=dev, tracer_provider=tracer_provider)
     except ConfigErrors as e:
         for error in e.errors:
             print(f"gatewayd: {error}", file=sys.stderr)
@@ -62,16 +62,44 @@ def _install_reactor(name: str) -> Any:
     return reactor
 
 
+def _tracer_provider_or_exit(collector_url: str) -> Any:
+    """The OTLP provider for C{--tracing}; exit 1 with one line when the extra is missing."""
+    from gatewayd.observability.tracing import TracingUnavailable, setup_otlp
+
+    try:
+        return setup_otlp(collector_url, __version__)
+    except TracingUnavailable as e:
+        print(f"gatewayd: --tracing: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _stop(service: Any, provider: Any, reactor: Any) -> Any:
+    """Stop the gateway, then flush its last spans (closing connections end theirs)."""
+    from twisted.internet import defer
+
+    from gatewayd.observability.tracing import shutdown_provider
+
+    stopped = defer.maybeDeferred(service.stopService)
+    if provider is not None:
+        def flush(result: Any) -> Any:
+            flushing = shutdown_provider(provider, reactor)
+            if flushing is None:
+                return result
+            return flushing.addBoth(lambda _: result)
+
+        stopped.addBoth(flush)
+    return stopped
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     reactor = _install_reactor(args.reactor)
-    service = build_service_or_exit(reactor, args.config, args.plugin_config, dev=args.dev)
+    provider = _tracer_provider_or_exit(args.collector_url) if args.tracing else None
+    service = build_service_or_exit(reactor, args.config, args.plugin_config, dev=args.dev,
+                                    tracer_provider=provider)
     from twisted.logger import globalLogBeginner
     # Twisted's own events and in-process plugins' logs go where loggers.default says.
     globalLogBeginner.beginLoggingTo([service.logging.observer("default")],
                                      redirectStandardIO=False)
-    if args.tracing:
-        from gatewayd.observability.tracing import setup_otlp
-        setup_otlp(args.collector_url, __version__)
     status = {"code": 0}
 
     def bind_failed(failure: Any) -> None:
@@ -98,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         service.ready.addErrback(bind_failed)
 
     reactor.callWhenRunning(installed)
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.addSystemEventTrigger("before", "shutdown", _stop, service, provider, reactor)
     reactor.run()
     return status["code"]
 
@@ -127,12 +155,8 @@ def parser() -> argparse.ArgumentParser:
     version.set_defaults(func=cmd_version)
     from gatewayd.config.commands import add_commands as add_config_commands
     add_config_commands(sub)
-    try:
-        from gatewayd.plugins.commands import add_commands as add_plugin_commands
-    except ImportError:  # pragma: no cover - the plugin CLI lands with the plugin host
-        pass
-    else:
-        add_plugin_commands(sub)
+    from gatewayd.plugins.commands import add_commands as add_plugin_commands
+    add_plugin_commands(sub)
     return top
 
 

@@ -32,6 +32,13 @@ class IHookRegistry(Interface):
         C{payload}, each next one the previous result.  A terminal Act verdict
         stops the chain.
 
+        Optional keyword C{parent=None}: the OpenTelemetry span the chain's
+        span belongs under (the client connection's span when C{payload} is
+        about one connection), passed explicitly because Twisted callbacks do
+        not carry the current span.  gatewayd passes it only when tracing is
+        on, so a registry that does not trace need not accept it (hence it is
+        not part of the checked signature).
+
         @return: a L{Deferred} firing with the final result dict (never failing).
             Reserved keys: C{"__terminal__"} (bool) when a terminal action won; for
             traffic hooks, C{"request"}/C{"response"} bytes possibly rewritten, and on

@@ -292,7 +292,7 @@ class Session:
             return
         self._client_busy = True
         self.frontend.transport.pauseProducing()
-        d = self.hooks.run(hook.ON_TRAFFIC_FROM_CLIENT, self._payload(request=batch))
+        d = self.frontend.run_hook(hook.ON_TRAFFIC_FROM_CLIENT, self._payload(request=batch))
         d.addCallback(self._from_client_done, batch)
         d.addErrback(self._hook_failed, "client", batch)
 
@@ -336,7 +336,7 @@ class Session:
         self.stats.writes_to_server += 1
         self.stats.passthroughs_to_server += 1
         if self.hooks.is_subscribed(hook.ON_TRAFFIC_TO_SERVER):
-            self.hooks.run(hook.ON_TRAFFIC_TO_SERVER, self._payload(request=batch))
+            self.frontend.run_hook(hook.ON_TRAFFIC_TO_SERVER, self._payload(request=batch))
 
     def _server_framed(self, data: bytes) -> None:
         if self._server_busy:
@@ -368,7 +368,7 @@ class Session:
         self._server_busy = True
         self.backend.transport.pauseProducing()
         request = self._last_request
-        d = self.hooks.run(hook.ON_TRAFFIC_FROM_SERVER,
+        d = self.frontend.run_hook(hook.ON_TRAFFIC_FROM_SERVER,
                            self._payload(request=request, response=batch))
         d.addCallback(self._from_server_done, batch, request)
         d.addErrback(self._hook_failed, "server", batch)
@@ -407,7 +407,7 @@ class Session:
         self.stats.writes_to_client += 1
         self.stats.passthroughs_to_client += 1
         if self.hooks.is_subscribed(hook.ON_TRAFFIC_TO_CLIENT):
-            self.hooks.run(hook.ON_TRAFFIC_TO_CLIENT,
+            self.frontend.run_hook(hook.ON_TRAFFIC_TO_CLIENT,
                            self._payload(request=request, response=response))
 
     def _hook_failed(self, failure: Failure, side: str, batch: bytes) -> None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
@@ -30,6 +32,7 @@ from gatewayd.errors import BackendUnavailable, PoolExhausted, ProtocolViolation
 from gatewayd.hooks import names as hook
 from gatewayd.interfaces import IHookRegistry, ILoadBalancer
 from gatewayd.loadbalancer import ClientInfo
+from gatewayd.observability.tracing import Tracing
 from gatewayd.pgwire import (
     CancelRequest,
     DirectTLS,
@@ -62,6 +65,11 @@ class FrontendProtocol(Protocol):
         self._early: list[bytes] = []
         self.close_error = ""
         self._peer = {"local": "", "remote": ""}
+        #: tracing on only: this connection's span and its open children
+        self.span: Span | None = None
+        self._acquire_span: Span | None = None
+        self._session_span: Span | None = None
+        self._acquire_started = 0.0
 
     # -- Twisted protocol -------------------------------------------------------------------
 
@@ -70,11 +78,13 @@ class FrontendProtocol(Protocol):
         t = self.transport
         # Recorded now: after the socket closes, getHost() no longer works.
         self._peer = {"local": _format_peer(t.getHost()), "remote": _format_peer(t.getPeer())}
+        if f.tracing.enabled:
+            self._trace_connection()
         tune_socket(t)
         f.connections.add(self)
         self._timer = f.clock.callLater(f.startup_timeout, self._startup_timed_out)
         if f.hooks.is_subscribed(hook.ON_OPENING):
-            f.hooks.run(hook.ON_OPENING, {"client": self.peer_info()})
+            self.run_hook(hook.ON_OPENING, {"client": self.peer_info()})
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         # Only the startup phase lands here; the session replaces this handler.
@@ -123,7 +133,7 @@ class FrontendProtocol(Protocol):
             self._acquiring.cancel()
         f.connections.discard(self)
         if f.hooks.is_subscribed(hook.ON_CLOSING):
-            f.hooks.run(hook.ON_CLOSING, {"client": self.peer_info(), "error": self.close_error})
+            self.run_hook(hook.ON_CLOSING, {"client": self.peer_info(), "error": self.close_error})
         if self.session is not None:
             self.session.end()
             stats = self.session.stats
@@ -131,7 +141,9 @@ class FrontendProtocol(Protocol):
             if self.tls:
                 stats.tls_connections -= 1
         if f.hooks.is_subscribed(hook.ON_CLOSED):
-            f.hooks.run(hook.ON_CLOSED, {"client": self.peer_info(), "error": self.close_error})
+            self.run_hook(hook.ON_CLOSED, {"client": self.peer_info(), "error": self.close_error})
+        if self.span is not None:
+            self._trace_end(reason)
         f.connection_ended()
 
     # -- startup phase ----------------------------------------------------------------------
@@ -191,6 +203,8 @@ class FrontendProtocol(Protocol):
                       detail=str(e))
             return
         self.block = block
+        if self.span is not None:
+            self._trace_acquire(block)
         self.state = _WAITING
         self.transport.pauseProducing()
         self._acquiring = block.pool.acquire()
@@ -198,6 +212,8 @@ class FrontendProtocol(Protocol):
 
     def _paired(self, backend: BackendConnection, block: Block, packet: StartupMessage) -> None:
         self._acquiring = None
+        if self._acquire_span is not None:
+            self._trace_acquired(None)
         f = self.factory
         if self.state != _WAITING or not self.transport.connected:
             block.pool.release(backend)
@@ -209,11 +225,13 @@ class FrontendProtocol(Protocol):
             block.stats.tls_connections += 1
         self.session = Session(self, backend, block, f.hooks, f.cancels,
                                max_message_size=f.config.max_message_size, log=f.log)
+        if self.span is not None:
+            self._trace_session(block, packet)
         self.session.start(packet.raw)
         if f.hooks.is_subscribed(hook.ON_OPENED):
-            f.hooks.run(hook.ON_OPENED, {"client": self.peer_info()})
+            self.run_hook(hook.ON_OPENED, {"client": self.peer_info()})
         if f.hooks.is_subscribed(hook.ON_TRAFFIC):
-            f.hooks.run(hook.ON_TRAFFIC, {"client": self.peer_info()})
+            self.run_hook(hook.ON_TRAFFIC, {"client": self.peer_info()})
         early, self._early = self._early, []
         for data in early:
             self.dataReceived(data)
@@ -222,6 +240,8 @@ class FrontendProtocol(Protocol):
 
     def _not_paired(self, failure: Failure) -> None:
         self._acquiring = None
+        if self._acquire_span is not None:
+            self._trace_acquired(failure)
         if failure.check(defer.CancelledError) or self.state != _WAITING:
             return
         if failure.check(PoolExhausted):
@@ -295,6 +315,71 @@ class FrontendProtocol(Protocol):
         else:
             self.transport.abortConnection()
 
+    def run_hook(self, name: str, payload: dict[str, Any]) -> Any:
+        """Run a hook about this connection; with tracing, its span is the chain's parent."""
+        if self.span is None:
+            return self.factory.hooks.run(name, payload)
+        return self.factory.hooks.run(name, payload, parent=self.span)
+
+    # -- tracing (only with a tracer provider; see gatewayd.observability.tracing) ---------
+
+    def _trace_connection(self) -> None:
+        peer = self.transport.getPeer()
+        attributes: dict[str, Any] = {"gatewayd.group": self.factory.group}
+        host = getattr(peer, "host", None)
+        if host is not None:
+            attributes["client.address"] = host
+            attributes["client.port"] = peer.port
+        else:
+            attributes["client.address"] = self._peer["remote"]
+        self.span = self.factory.tracing.start_span("gatewayd.connection", None, attributes,
+                                                    kind=SpanKind.SERVER)
+
+    def _trace_acquire(self, block: Block) -> None:
+        assert self.span is not None
+        self.span.set_attribute("gatewayd.block", block.name)
+        self._acquire_started = self.factory.clock.seconds()
+        self._acquire_span = self.factory.tracing.start_span(
+            "gatewayd.pool.acquire", self.span,
+            {"gatewayd.group": block.group, "gatewayd.block": block.name,
+             "gatewayd.pool.size": block.pool.size,
+             "gatewayd.pool.available": block.pool.idle_count})
+
+    def _trace_acquired(self, failure: Failure | None) -> None:
+        span, self._acquire_span = self._acquire_span, None
+        assert span is not None
+        span.set_attribute("gatewayd.pool.wait_seconds",
+                           self.factory.clock.seconds() - self._acquire_started)
+        if failure is not None and failure.check(defer.CancelledError):
+            span.set_attribute("gatewayd.pool.cancelled", True)  # the client left first
+            failure = None
+        Tracing.end(span, failure)
+
+    def _trace_session(self, block: Block, packet: StartupMessage) -> None:
+        assert self.session is not None
+        attributes: dict[str, Any] = {
+            "db.system": "postgresql", "db.namespace": packet.database, "db.user": packet.user,
+            "server.address": block.target.address,
+            "gatewayd.relay": "framed" if self.session.hooked else "pump"}
+        if self.tls:
+            attributes["gatewayd.client.tls"] = True
+        self._session_span = self.factory.tracing.start_span("gatewayd.session", self.span,
+                                                             attributes)
+
+    def _trace_end(self, reason: Failure | None) -> None:
+        """Close the connection's spans; an error is why the gateway ended it, if it did."""
+        if self._acquire_span is not None:
+            self._trace_acquired(Failure(defer.CancelledError()))
+        error: Any = self.close_error or None
+        if error is None and reason is not None and not reason.check(ConnectionDone):
+            error = reason
+        if self._session_span is not None:
+            span, self._session_span = self._session_span, None
+            Tracing.end(span, error)
+        span, self.span = self.span, None
+        if span is not None:
+            Tracing.end(span, error)
+
 
 class GatewayServerFactory(ServerFactory):
     """
@@ -306,7 +391,8 @@ class GatewayServerFactory(ServerFactory):
 
     def __init__(self, group: str, config: Server, blocks: dict[str, Block],
                  balancer: ILoadBalancer, cancels: CancelRegistry, hooks: IHookRegistry,
-                 stats: Stats, clock: Any, log: Logger, tls_context: Any = None) -> None:
+                 stats: Stats, clock: Any, log: Logger, tls_context: Any = None,
+                 tracing: Tracing | None = None) -> None:
         self.group = group
         self.config = config
         self.blocks = blocks
@@ -317,6 +403,8 @@ class GatewayServerFactory(ServerFactory):
         self.clock = clock
         self.log = log
         self.tls_context = tls_context
+        #: a connection span per client when enabled (see FrontendProtocol._trace_connection)
+        self.tracing = tracing if tracing is not None else Tracing()
         self.connections: set[FrontendProtocol] = set()
         #: a client must finish its startup packet (and TLS handshake) within this
         self.startup_timeout = max(config.handshake_timeout, 10.0)

@@ -40,6 +40,7 @@ from gatewayd.interfaces import IHookRegistry
 from gatewayd.loadbalancer import BalancerConfigError, build_balancer
 from gatewayd.observability.logging import GatewayLogging
 from gatewayd.observability.metrics import GatewayCollector, GatewayMetrics, metrics_service
+from gatewayd.observability.tracing import Tracing
 from gatewayd.plugins.host import PluginHost
 from gatewayd.pool import BackendPool
 from gatewayd.server import GatewayServerFactory
@@ -78,16 +79,24 @@ class GatewayService(MultiService):
 
     @ivar ready: fires with {group: "host:port"} once every listener is bound,
         or fails with the first bind error.
+    @ivar tracing: gatewayd's spans (L{Tracing}); disabled unless a
+        C{tracer_provider} was given.  The caller owns the provider: it flushes
+        and shuts it down after L{stopService} (the CLI uses
+        L{gatewayd.observability.tracing.shutdown_provider}).
     """
 
     name = "gatewayd"
 
     def __init__(self, config: Config, reactor: Any, *, hooks: IHookRegistry | None = None,
-                 logging: GatewayLogging | None = None, dev: bool = False) -> None:
+                 logging: GatewayLogging | None = None, dev: bool = False,
+                 tracer_provider: Any = None) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
         self.dev = dev
+        self.tracing = Tracing(tracer_provider, version=__version__)
+        #: C{gatewayd.startup} while starting (tracing on); start-up hooks run under it
+        self._startup_span: Any = None
         self.stats = Stats()
         self.logging = logging or GatewayLogging(config.global_.loggers,
                                                  config_path=config.global_path)
@@ -123,7 +132,8 @@ class GatewayService(MultiService):
                                              server.tls_min_version, config_path=path,
                                              key_prefix=f"servers.{group}.")
             factory = GatewayServerFactory(group, server, blocks, balancer, self.cancels,
-                                           self.hooks, self.stats, self.reactor, log, tls_context)
+                                           self.hooks, self.stats, self.reactor, log, tls_context,
+                                           tracing=self.tracing)
             self.groups[group] = ServerGroup(group, server, factory, blocks)
         self._metrics_service()
         self.plugin_host = PluginHost(self.reactor, self.config.plugins, self.hooks,
@@ -144,7 +154,8 @@ class GatewayService(MultiService):
         return HookRegistry(self.reactor, act, timeout=plugins.timeout,
                             log=self.logging.logger("default", "gatewayd.hooks"),
                             metrics=self.metrics,
-                            failure_modes={p.name: p.failure_mode for p in plugins.plugins})
+                            failure_modes={p.name: p.failure_mode for p in plugins.plugins},
+                            tracing=self.tracing)
 
     def _metrics_service(self) -> None:
         metrics = self.config.global_.metrics.get("default")
@@ -187,12 +198,17 @@ class GatewayService(MultiService):
         local = conn.local_address()
         payload.update({"id": f"{group}/{name}/{local}", "name": name, "group": group,
                         "localAddress": local, "remoteAddress": client.address})
-        self.hooks.run(hook.ON_NEW_CLIENT, payload)
+        self._run(hook.ON_NEW_CLIENT, payload, self._startup_span)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def startService(self) -> None:  # noqa: N802
         self.logging.start()
+        if self.tracing.enabled:
+            self._startup_span = self.tracing.start_span("gatewayd.startup", None, {
+                "gatewayd.version": __version__,
+                "gatewayd.groups": sorted(self.groups),
+                "gatewayd.plugins": len(self.config.plugins.plugins)})
         super().startService()
         self._fire(hook.ON_BOOTING, {"status": "1"})
         for group in self.groups.values():
@@ -232,12 +248,22 @@ class GatewayService(MultiService):
 
     def _listening(self, _: Any) -> None:
         self._fire(hook.ON_BOOTED, {"status": "0"})
+        if self._startup_span is not None:
+            self._startup_span.set_attribute(
+                "gatewayd.listening", [f"{n}={g.address}" for n, g in sorted(self.groups.items())])
+            self._end_startup(None)
         self.ready.callback({name: g.address for name, g in self.groups.items()})
 
     def _listen_failed(self, failure: Any) -> None:
         error = failure.value.subFailure if hasattr(failure.value, "subFailure") else failure
         self.log.error("cannot listen: {why}", why=error.getErrorMessage())
+        if self._startup_span is not None:
+            self._end_startup(error)
         self.ready.errback(error)
+
+    def _end_startup(self, error: Any) -> None:
+        span, self._startup_span = self._startup_span, None
+        Tracing.end(span, error)
 
     def _tick(self, group: ServerGroup) -> None:
         self.stats.ticks_fired += 1
@@ -248,6 +274,8 @@ class GatewayService(MultiService):
     @defer.inlineCallbacks
     def stopService(self) -> Any:  # noqa: N802
         """Stop accepting, drain sessions up to each server's drainTimeout, close."""
+        if self._startup_span is not None:
+            self._end_startup("stopped before listening")
         stopping = []
         for group in self.groups.values():
             if group.ticker is not None and group.ticker.running:
@@ -285,7 +313,14 @@ class GatewayService(MultiService):
 
     def _fire(self, name: str, payload: dict[str, Any]) -> None:
         if self.hooks.is_subscribed(name):
+            self._run(name, payload, self._startup_span)
+
+    def _run(self, name: str, payload: dict[str, Any], parent: Any) -> None:
+        """Run a hook; with tracing, under C{parent} (start-up hooks under C{gatewayd.startup})."""
+        if parent is None:
             self.hooks.run(name, payload)
+        else:
+            self.hooks.run(name, payload, parent=parent)
 
     @property
     def version(self) -> str:

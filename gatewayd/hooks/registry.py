@@ -22,6 +22,13 @@ Differences from GatewayD (all on purpose, see docs/plugins.md):
     that GatewayD's C{RunAll} drops;
   - C{plugin_hooks_executed_total} counts chains that ran, not calls for
     hooks nobody subscribed to.
+
+With a tracer provider (L{Tracing.enabled}) each chain is a
+C{gatewayd.hook.<name>} span under the explicit C{parent} given to L{run}
+(the client connection's span for connection events) and each plugin call a
+C{gatewayd.plugin.<plugin>} child, whose W3C C{traceparent} goes to plugins
+that take C{metadata=} (gRPC plugins get it as call metadata).  Without one,
+no span or metadata is built.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import inspect
 import time
 from typing import Any, Mapping
 
+from opentelemetry.trace import Span, SpanKind
 from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
@@ -41,7 +49,8 @@ from gatewayd.act.signals import OUTPUTS_KEY, TERMINAL_KEY
 from gatewayd.hooks import names
 from gatewayd.hooks.ratelimit import RateLimitedLog
 from gatewayd.hooks.replies import error_reply
-from gatewayd.interfaces import IHookRegistry, IPlugin
+from gatewayd.interfaces import IHookRegistry, IPlugin, IPluginClient
+from gatewayd.observability.tracing import Tracing
 from gatewayd.pgwire import error_response
 
 __all__ = ["FAILURE_SQLSTATE", "HookRegistry"]
@@ -59,7 +68,8 @@ class DeadlineExhausted(TimeoutError):
 class _Entry:
     """One plugin's place in the chains."""
 
-    __slots__ = ("plugin", "name", "priority", "order", "failure_mode", "accepts_timeout", "hooks")
+    __slots__ = ("plugin", "name", "priority", "order", "failure_mode", "accepts_timeout",
+                 "accepts_metadata", "hooks", "span_name", "span_kind")
 
     def __init__(self, plugin: Any, priority: int, order: int, failure_mode: str,
                  hooks: frozenset[str]) -> None:
@@ -69,20 +79,30 @@ class _Entry:
         self.priority = priority
         self.order = order
         self.failure_mode = failure_mode
-        self.accepts_timeout = _accepts_timeout(plugin.call_hook)
+        self.accepts_timeout = _accepts_keyword(plugin.call_hook, "timeout")
+        self.accepts_metadata = _accepts_keyword(plugin.call_hook, "metadata")
+        self.span_name = f"gatewayd.plugin.{self.name}"
+        self.span_kind = SpanKind.CLIENT if IPluginClient.providedBy(plugin) else SpanKind.INTERNAL
 
-    def call(self, hook: str, payload: dict[str, Any], remaining: float | None) -> Any:
+    def call(self, hook: str, payload: dict[str, Any], remaining: float | None,
+             metadata: list[tuple[str, str]] | None = None) -> Any:
+        if metadata and self.accepts_metadata:
+            if self.accepts_timeout and remaining is not None:
+                return self.plugin.call_hook(hook, payload, timeout=remaining, metadata=metadata)
+            return self.plugin.call_hook(hook, payload, metadata=metadata)
         if self.accepts_timeout and remaining is not None:
             return self.plugin.call_hook(hook, payload, timeout=remaining)
         return self.plugin.call_hook(hook, payload)
 
 
-def _accepts_timeout(method: Any) -> bool:
+def _accepts_keyword(method: Any, name: str) -> bool:
+    """C{method} takes keyword C{name} (or any keyword)."""
     try:
         parameters = inspect.signature(method).parameters.values()
     except (TypeError, ValueError):
         return False
-    return any(p.name == "timeout" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return any((p.name == name and p.kind is not inspect.Parameter.POSITIONAL_ONLY)
+               or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 @implementer(IHookRegistry)
@@ -101,12 +121,17 @@ class HookRegistry:
     @param failure_modes: plugin name -> C{"open"}/C{"closed"} (from each
         entry's C{failureMode}); a plugin not listed uses its own
         C{failure_mode} attribute, else C{"open"}.
+    @param tracing: spans for chains and plugin calls; None or a disabled
+        L{Tracing} for none.
     """
 
     def __init__(self, clock: IReactorTime, act: ActRegistry, *, timeout: float = 30.0,
                  log: Logger | None = None, metrics: Any = None,
-                 failure_modes: Mapping[str, str] | None = None) -> None:
+                 failure_modes: Mapping[str, str] | None = None,
+                 tracing: Tracing | None = None) -> None:
         self._clock = clock
+        #: None unless tracing is on: L{run} tests only this
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.act = act
         self.timeout = timeout
         self.log = log if log is not None else Logger(namespace="gatewayd.hooks")
@@ -127,13 +152,17 @@ class HookRegistry:
     def is_subscribed(self, hook_name: str) -> bool:
         return hook_name in self._chains
 
-    def run(self, hook_name: str, payload: dict) -> Deferred[dict]:
+    def run(self, hook_name: str, payload: dict, parent: Span | None = None) -> Deferred[dict]:
         chain = self._chains.get(hook_name)
         if chain is None:
             return succeed(payload)
         if self._executed is not None:
             self._executed.inc()
-        return _ChainRun(self, hook_name, chain, payload).start()
+        span = None
+        if self.tracing is not None:
+            span = self.tracing.start_span(f"gatewayd.hook.{hook_name}", parent, {
+                "gatewayd.hook": hook_name, "gatewayd.hook.plugins": len(chain)})
+        return _ChainRun(self, hook_name, chain, payload, span).start()
 
     def register(self, plugin: IPlugin) -> None:
         name = plugin.name
@@ -233,11 +262,14 @@ class _ChainRun:
     """One event going through one chain.  Never fails: errors become failure modes."""
 
     __slots__ = ("_registry", "_hook", "_chain", "_index", "_current", "_deadline", "_done",
-                 "_started", "_sync")
+                 "_started", "_sync", "_span", "_error")
 
     def __init__(self, registry: HookRegistry, hook: str, chain: tuple[_Entry, ...],
-                 payload: dict[str, Any]) -> None:
+                 payload: dict[str, Any], span: Span | None = None) -> None:
         self._registry = registry
+        #: the chain's span (tracing on), and why a closed-mode failure ended the chain
+        self._span = span
+        self._error = ""
         self._hook = hook
         self._chain = chain
         self._index = 0
@@ -274,21 +306,35 @@ class _ChainRun:
             self._index += 1
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
+                if self._span is not None:
+                    self._span.add_event("plugin skipped: chain deadline exhausted",
+                                         {"gatewayd.plugin": entry.name})
                 if self._on_failure(entry, Failure(DeadlineExhausted(
                         f"not called: no time left of the {self._registry.timeout}s "
                         "hook chain deadline"))):
                     return
                 continue
+            plugin_span = None
             try:
-                d = entry.call(self._hook, self._current, remaining)
+                if self._span is None:
+                    d = entry.call(self._hook, self._current, remaining)
+                else:
+                    plugin_span = self._plugin_span(entry)
+                    d = entry.call(self._hook, self._current, remaining,
+                                   Tracing.inject_traceparent(plugin_span))
             except Exception:  # noqa: BLE001 - a plugin's bug is a failed call
-                if self._on_failure(entry, Failure()):
+                failure = Failure()
+                if plugin_span is not None:
+                    Tracing.end(plugin_span, failure)
+                if self._on_failure(entry, failure):
                     return
                 continue
             if not isinstance(d, Deferred):
                 d = succeed(d)
             if remaining is not None and not d.called:
                 d.addTimeout(remaining, clock)
+            if plugin_span is not None:
+                d.addBoth(_end_plugin_span, plugin_span)
             box: list[Any] = []
             self._sync = True
             d.addBoth(self._arrived, entry, box)
@@ -337,10 +383,37 @@ class _ChainRun:
         registry = self._registry
         registry._failed(entry, self._hook, failure)
         if entry.failure_mode == "closed":
+            if self._span is not None:
+                self._error = (f"plugin {entry.name} failed with failureMode closed: "
+                               f"{failure.getErrorMessage() or failure.type.__name__}")
             self._finish(registry._closed_result(entry, self._hook, self._current, failure))
             return True
         return False
 
+    def _plugin_span(self, entry: _Entry) -> Span:
+        tracing = self._registry.tracing
+        assert tracing is not None
+        return tracing.start_span(entry.span_name, self._span, {
+            "gatewayd.plugin": entry.name, "gatewayd.hook": self._hook,
+            "gatewayd.plugin.priority": entry.priority}, kind=entry.span_kind)
+
     def _finish(self, result: dict[str, Any]) -> None:
         self._registry._observe(self._hook, self._started)
+        span = self._span
+        if span is not None:
+            self._span = None
+            if result.get(TERMINAL_KEY):
+                span.set_attribute("gatewayd.hook.terminal", True)
+            Tracing.end(span, self._error or None)
         self._done.callback(result)
+
+
+def _end_plugin_span(outcome: Any, span: Span) -> Any:
+    """End a plugin call's span with its outcome; pass the outcome on unchanged."""
+    if isinstance(outcome, Failure):
+        Tracing.end(span, outcome)
+    elif not isinstance(outcome, dict):
+        Tracing.end(span, f"the plugin returned {type(outcome).__name__}, not a dict")
+    else:
+        span.end()
+    return outcome

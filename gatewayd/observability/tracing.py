@@ -9,6 +9,27 @@ parent span explicitly and a missing parent means a new trace, never whatever
 happens to be current.  Long-lived spans (a whole connection) are kept on the
 protocol object and ended in C{connectionLost}.
 
+The spans gatewayd makes (each child names its parent explicitly):
+
+  - C{gatewayd.startup}: service start until every listener is bound; the
+    start-up hooks (C{onBooting} ... C{onBooted}) run under it;
+  - C{gatewayd.connection} (kind SERVER): one per client socket, from
+    C{connectionMade} to C{connectionLost}; attributes C{gatewayd.group},
+    C{gatewayd.block}, C{client.address}, C{client.port}; status ERROR with
+    the reason when the gateway refused or closed the client, or the socket
+    was lost uncleanly.  Children:
+      - C{gatewayd.pool.acquire}: until the pool hands over a backend or
+        fails (C{gatewayd.pool.wait_seconds}, on the reactor clock);
+      - C{gatewayd.session}: the relay (C{db.namespace}, C{db.user},
+        C{server.address}, C{gatewayd.relay} C{pump}/C{framed});
+      - C{gatewayd.hook.<hook>}: connection hooks' chains;
+  - C{gatewayd.hook.<hook>}: each hook chain that ran, with a child
+    C{gatewayd.plugin.<plugin>} per plugin call (kind CLIENT for gRPC
+    plugins, which get that span's C{traceparent} as call metadata).
+
+The byte relay itself makes no span and does no per-message tracing work.
+Nothing at all is created without a tracer provider (L{Tracing.enabled}).
+
 Only opentelemetry-api is required.  With no tracer provider everything is a
 no-op (the process-global provider is not consulted: library code stays
 embeddable).  L{setup_otlp} needs the C{tracing} extra (opentelemetry-sdk and
@@ -79,12 +100,20 @@ class Tracing:
         return sorted(carrier.items())
 
     @staticmethod
-    def end(span: Span, error: Failure | BaseException | None = None) -> None:
-        """End C{span}, recording C{error} (exception or Twisted Failure) as its status."""
-        if error is not None and span.is_recording():
-            exception = error.value if isinstance(error, Failure) else error
-            span.record_exception(exception)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exception).__name__}: {exception}"))
+    def end(span: Span, error: Failure | BaseException | str | None = None) -> None:
+        """
+        End C{span}, recording C{error} as its status: an exception or Twisted
+        Failure (also recorded as an exception event), or a message (a client
+        refused, a session closed by the gateway) when there is no exception.
+        """
+        if error and span.is_recording():
+            if isinstance(error, str):
+                span.set_status(Status(StatusCode.ERROR, error))
+            else:
+                exception = error.value if isinstance(error, Failure) else error
+                span.record_exception(exception)
+                span.set_status(Status(StatusCode.ERROR,
+                                       f"{type(exception).__name__}: {exception}"))
         span.end()
 
 
