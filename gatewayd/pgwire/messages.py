@@ -286,8 +286,8 @@ def _fields_response(
     if hint is not None:
         parts.append(b"H" + cstring(hint, "hint"))
     for code, value in (fields or {}).items():
-        if len(code) != 1 or code in "SVCMDH\0" or not code.isascii():
-            raise ValueError(f"extra field code must be one other ASCII letter, not {code!r}")
+        if len(code) != 1 or code in "SVCMDH" or not (code.isascii() and code.isalpha()):
+            raise ValueError(f"extra field code must be one ASCII letter other than SVCMDH, not {code!r}")
         parts.append(code.encode("ascii") + cstring(value, f"field {code}"))
     parts.append(b"\0")
     return _frame(type_byte, b"".join(parts))

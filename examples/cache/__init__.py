@@ -1,0 +1,1 @@
+"""gatewayd's Redis query cache plugin (see docs/cache.md)."""
