@@ -13,7 +13,16 @@ What we add:
     ever, clients get 08006 at once while no connection can be had, and the pool
     refills by itself when the server is back;
   - idle sockets are recycled before PostgreSQL's C{authentication_timeout} kills
-    them, and never handed out when close to that age.
+    them, and never handed out when close to that age;
+  - when the server closes a socket itself (an idle one, or one under a running
+    session: it is shutting down, or its C{authentication_timeout} passed) the
+    pool closes its idle sockets, stops pre-dialling and dials per client until
+    a session through a new socket reaches ReadyForQuery.  A socket dialled
+    while PostgreSQL shuts down becomes a "dead-end" child that the postmaster
+    waits for until C{authentication_timeout} (60 s) unless it gets a startup
+    packet or is closed; one dialled while it starts up answers the client's
+    startup with 57P03 long after the server is ready.  A client's own dial is
+    answered at once with the server's current state.
 """
 
 from __future__ import annotations
@@ -91,6 +100,9 @@ class BackendPool:
         self._running = False
         #: None until the first dial settles; then whether the server answered last time.
         self._healthy: bool | None = None
+        #: the server dropped a socket: dial per client until a session proves it is up
+        self._lazy = False
+        self._lazy_since = 0.0
         self.last_error = ""
         #: called with each connection of the first fill (GatewayD's OnNewClient)
         self.on_first_fill: Callable[[BackendConnection], None] | None = None
@@ -139,6 +151,8 @@ class BackendPool:
         return defer.DeferredList(closing).addCallback(lambda _: None)
 
     def acquire(self, timeout: float | None = None) -> defer.Deferred[BackendConnection]:
+        if self._lazy and any(self._proves_up(c) for c in self._busy):
+            self._lazy = False
         now = self.clock.seconds()
         max_age = self.check_period * MAX_AGE_FRACTION
         while self._idle:
@@ -168,6 +182,12 @@ class BackendPool:
         if connection in self._busy:
             self._busy.discard(connection)
             self.stats.server_connections -= 1
+            session = connection.session
+            if getattr(session, "server_closed", False) and getattr(session, "ready", False):
+                # the server closed it under a running session (not a failed login)
+                self._server_dropped()
+            elif self._lazy and self._proves_up(connection):
+                self._lazy = False
         connection.on_lost = None
         connection.close()
         self._fill()
@@ -180,6 +200,8 @@ class BackendPool:
         missing = self.size - len(self._idle) - len(self._busy) - self._dialing
         if self._healthy is False:
             missing = min(missing, 1 - self._dialing)  # one probe at a time while down
+        elif self._lazy:
+            missing = min(missing, len(self._waiters) - self._dialing)  # per client
         for _ in range(max(0, missing)):
             self._dialing += 1
             self._dial().addCallbacks(self._dialed, self._dial_failed)
@@ -207,7 +229,12 @@ class BackendPool:
                 waiter.deferred.callback(conn)
                 break
         else:
-            self._idle.append(conn)
+            if self._lazy:  # a probe nobody waits for: do not keep it idle (see module doc)
+                conn.on_lost = None
+                conn.close()
+                self.stats.server_connections -= 1
+            else:
+                self._idle.append(conn)
         self._fill()
 
     def _dial_failed(self, failure: Failure) -> None:
@@ -234,9 +261,34 @@ class BackendPool:
         if conn in self._idle:
             self._idle.remove(conn)
             self.stats.server_connections -= 1
+            if self.clock.seconds() - conn.created < self.check_period * MAX_AGE_FRACTION:
+                # Not an old socket meeting authentication_timeout: the server may be stopping.
+                self._server_dropped()
         elif conn in self._busy:  # the session also learns it; it will call release()
             return
         self._fill()
+
+    def _server_dropped(self) -> None:
+        """
+        The server closed one of our sockets: it may be shutting down.  Dial per
+        client from now on, and close what we hold idle: those sockets are about
+        to be closed by the server anyway, or were dialled during its shutdown
+        (dead-end children it would wait for; see the module docstring).
+        """
+        self._lazy_since = self.clock.seconds()
+        if not self._lazy:
+            self._lazy = True
+            self.log.info("backend {address} closed a connection; dialling per client until a "
+                          "session succeeds", address=self.client_config.address)
+        while self._idle:
+            conn = self._idle.popleft()
+            conn.on_lost = None
+            conn.close()
+            self.stats.server_connections -= 1
+
+    def _proves_up(self, conn: BackendConnection) -> bool:
+        """C{conn} was dialled after the server dropped us and its session reached ReadyForQuery."""
+        return conn.created >= self._lazy_since and bool(getattr(conn.session, "ready", False))
 
     # -- recycling and waiters -------------------------------------------------------------
 
@@ -253,6 +305,10 @@ class BackendPool:
                 conn.on_lost = None
                 conn.close()
                 self.stats.server_connections -= 1
+        if self._lazy and not self._waiters and now - self._lazy_since >= self.check_period:
+            # A quiet period since the server last dropped us: pre-dial again, so
+            # a restarted server gets clients back (a refused dial marks it down).
+            self._lazy = False
         self._fill()
 
     def _waiter_timed_out(self, waiter: _Waiter) -> None:

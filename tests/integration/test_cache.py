@@ -13,6 +13,7 @@ test is therefore the same experiment with the opposite expected outcome.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -156,6 +157,9 @@ def test_psql_second_select_is_served_from_redis(gateway: Gateway, table: str) -
 
 def test_metrics_count_hits_misses_and_sets(gateway: Gateway, table: str,
                                             metrics_socket: str) -> None:
+    # The plugin opens Redis and its metrics socket on first use.
+    psql(gateway, f"select v from {table} where id = 3 and v is not null")
+    wait_until(lambda: os.path.exists(metrics_socket), what="the cache metrics socket")
     before = scrape(metrics_socket)
     query = f"select v from {table} where id = 2"
     psql(gateway, query)

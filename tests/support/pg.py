@@ -104,9 +104,11 @@ class PgCluster:
             self.port = 0
         raise RuntimeError("no free port for PostgreSQL")
 
-    def stop(self, mode: str = "fast") -> None:
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop",
-                  check=False)
+    def stop(self, mode: str = "fast", timeout: int | None = None) -> bool:
+        """Stop and wait (up to C{timeout} s, pg_ctl's 60 by default); False if still running."""
+        limit = ["-t", str(timeout)] if timeout else []
+        return self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", *limit,
+                         "stop", check=False).returncode == 0
 
     def restart(self) -> None:
         self.stop("immediate")

@@ -246,7 +246,7 @@ async def failures(reactor: Any, work: Path, out: dict[str, Any]) -> None:
     registry = make_registry()
     from gatewayd.config.schema import PluginsConfig
     from gatewayd.plugins.host import PluginHost
-    host = PluginHost(reactor, PluginsConfig(plugins=plugins, start_timeout=1.5,
+    host = PluginHost(reactor, PluginsConfig(plugins=plugins, start_timeout=6.0,
                                              health_check_period=60.0, enable_metrics_merger=False),
                       registry, client_factory=factory)
     started = time.monotonic()
