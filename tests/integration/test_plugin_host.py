@@ -78,7 +78,7 @@ def test_each_broken_plugin_is_refused_with_one_line_and_the_rest_loads(tmp_path
         "missing": "does not exist",
         "badsum": "checksum mismatch",
         "nosum": "no checksum configured",
-        "silent": "no handshake line within 1.5s (startTimeout); killed it",
+        "silent": "no handshake line within 6s (startTimeout); killed it",
         "garbage": "unrecognized handshake line",
         "badversion": "unsupported plugin protocol version '2'",
         "failconfig": "GetPluginConfig failed: INTERNAL: config exploded",
