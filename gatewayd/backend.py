@@ -82,8 +82,6 @@ class BackendConnection(Protocol):
         self.session: Any = None
         self.on_lost: Callable[[BackendConnection, Failure], None] | None = None
         self.tls = False
-        #: the socket is closed (set before C{on_lost} runs)
-        self.lost = False
         self._negotiating = False
 
     # -- Twisted protocol -------------------------------------------------------------
@@ -108,7 +106,6 @@ class BackendConnection(Protocol):
         self._become_ready()
 
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # noqa: N802
-        self.lost = True
         if not self.ready.called:
             self.ready.errback(reason)
         if self.on_lost is not None:

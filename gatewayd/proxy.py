@@ -48,6 +48,10 @@ _READY = ord("Z")
 _SYNC = ord("S")
 _IN_TRANSACTION = ord("T")
 _FAILED = ord("E")
+#: A client's Terminate: the backend will close the socket, and that is no failure.
+_TERMINATE = b"X\x00\x00\x00\x04"
+#: ReadyForQuery without its status byte: a server read ending with it leaves nothing in flight.
+_READY_HEADER = b"Z\x00\x00\x00\x05"
 #: Sent to a backend inside a transaction when a plugin refused a statement.
 _ABORT_TRANSACTION = query(
     "DO $gatewayd$BEGIN RAISE EXCEPTION 'statement refused by a gatewayd plugin'; END$gatewayd$")
@@ -81,6 +85,12 @@ class Session:
         self.cancels = cancels
         self.log = log or Logger()
         self.closed = False
+        #: the client sent Terminate (its last message)
+        self.client_terminated = False
+        #: the backend closed the socket under a live session, unasked
+        self.server_closed = False
+        #: the client sent something the server has not answered with ReadyForQuery yet
+        self.in_flight = False
         self.ready = False
         self._ready_status = 0
         self.cancel_key: tuple[int, bytes] | None = None
@@ -159,7 +169,9 @@ class Session:
     def _backend_lost(self, conn: BackendConnection, reason: Failure) -> None:
         if self.closed:
             return
-        if self.at_message_boundary() and self.frontend.transport.connected:
+        self.server_closed = not self.client_terminated
+        if (self.server_closed and self.at_message_boundary()
+                and self.frontend.transport.connected):
             self._write_client(error_response(
                 sqlstate.CONNECTION_FAILURE, "server closed the connection unexpectedly",
                 severity="FATAL",
@@ -184,6 +196,9 @@ class Session:
         except ProtocolViolation as e:
             self.frontend.protocol_violation(e)
             return
+        if data.endswith(_TERMINATE):
+            self.client_terminated = True
+        self.in_flight = True
         stats = self.stats
         n = len(data)
         stats.bytes_received_from_client += n
@@ -198,6 +213,8 @@ class Session:
         except ProtocolViolation as e:
             self._server_violation(e)
             return
+        if data[-6:-1] == _READY_HEADER:
+            self.in_flight = False
         stats = self.stats
         n = len(data)
         stats.bytes_received_from_server += n
@@ -238,6 +255,7 @@ class Session:
             self.cancels.register(*self.cancel_key, self.block.target)
         elif kind == _READY and len(msg) == 6:
             self.ready = True
+            self.in_flight = False
             self._ready_status = msg[5]
 
 
@@ -263,6 +281,8 @@ class Session:
         except ProtocolViolation as e:
             self.frontend.protocol_violation(e)
             return
+        if messages and messages[-1] == _TERMINATE:
+            self.client_terminated = True
         if messages and self._discard_until_sync:
             messages = self._skip_to_sync(messages)
         if messages:
@@ -329,6 +349,7 @@ class Session:
             self.frontend.transport.resumeProducing()
 
     def _to_server(self, batch: bytes) -> None:
+        self.in_flight = True
         self._last_request = batch
         self._awaiting_ready += _sync_points(batch)
         self._write_backend(batch)

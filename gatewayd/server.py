@@ -40,6 +40,7 @@ from gatewayd.pgwire import (
     SSLRequest,
     StartupMessage,
     StartupParser,
+    cancel_request,
     error_response,
     sqlstate,
 )
@@ -47,6 +48,8 @@ from gatewayd.proxy import Session
 from gatewayd.stats import Stats
 
 _STARTUP, _TLS, _WAITING, _RELAY, _DONE = range(5)
+#: Seconds a drain waits for the cancels of the queries it interrupted to be sent.
+CANCEL_GRACE = 5.0
 
 
 @implementer(IHandshakeListener)
@@ -304,8 +307,17 @@ class FrontendProtocol(Protocol):
         return dict(self._peer)
 
     def shutdown(self) -> None:
-        """Drain deadline passed: tell the client why and close."""
+        """
+        Drain deadline passed: tell the client why and close.  A query still
+        running is cancelled on its server first: PostgreSQL does not notice a
+        closed socket while it computes, and would run it to the end.
+        """
         self.close_error = "gateway shutting down"
+        session = self.session
+        if session is not None and session.cancel_key is not None and session.in_flight:
+            pid, key = session.cancel_key
+            self.factory.cancelling.append(self.factory.cancels.forward(
+                CancelRequest(pid, key, cancel_request(pid, key))))
         if self.session is not None and self.session.at_message_boundary():
             self.transport.write(error_response(
                 sqlstate.ADMIN_SHUTDOWN, "terminating connection due to administrator command",
@@ -409,6 +421,8 @@ class GatewayServerFactory(ServerFactory):
         #: a client must finish its startup packet (and TLS handshake) within this
         self.startup_timeout = max(config.handshake_timeout, 10.0)
         self._drained: list[defer.Deferred[None]] = []
+        #: cancels sent by a drain for the queries it interrupted
+        self.cancelling: list[defer.Deferred[bool]] = []
 
     def buildProtocol(self, addr: Any) -> FrontendProtocol:  # noqa: N802
         return FrontendProtocol(self)
@@ -434,7 +448,8 @@ class GatewayServerFactory(ServerFactory):
     def drain(self, timeout: float) -> defer.Deferred[None]:
         """
         After the listener stopped: let sessions finish for up to C{timeout}
-        seconds, then close what is left with 57P01.
+        seconds, then cancel the queries still running and close what is left
+        with 57P01.  Fires once every client is gone and the cancels are sent.
         """
         for proto in list(self.connections):
             if proto.session is None and proto.state != _WAITING:
@@ -448,8 +463,19 @@ class GatewayServerFactory(ServerFactory):
             for proto in list(self.connections):
                 proto.shutdown()
 
+        def sent(_: None) -> defer.Deferred[None] | None:
+            # Let the cancels reach their servers before the reactor may stop
+            # (bounded: a server that does not answer must not hold us up).
+            cancels, self.cancelling = self.cancelling, []
+            if not cancels:
+                return None
+            return (defer.DeferredList(cancels, consumeErrors=True)
+                    .addTimeout(CANCEL_GRACE, self.clock)
+                    .addBoth(lambda _: None))
+
         timer = self.clock.callLater(timeout, deadline)
         done.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        done.addCallback(sent)
         return done
 
     def connection_ended(self) -> None:

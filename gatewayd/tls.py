@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from OpenSSL import SSL, crypto
+from service_identity import VerificationError
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
@@ -20,6 +21,20 @@ from zope.interface import implementer
 from gatewayd.errors import ConfigError
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+#: The ALPN protocol PostgreSQL 17+ servers select (and libpq 17+ clients offer).
+POSTGRES_ALPN = b"postgresql"
+
+
+def select_alpn(connection: SSL.Connection, offered: list[bytes]) -> Any:
+    """
+    Choose C{postgresql} when the client offers it, else negotiate no protocol.
+
+    libpq 17+ offers ALPN on every TLS connection and insists on C{postgresql}
+    with C{sslnegotiation=direct}.  Twisted's own select callback answers an
+    offer it cannot match with an empty protocol, which OpenSSL turns into an
+    "internal error" alert: every libpq 17+ client would fail the handshake.
+    """
+    return POSTGRES_ALPN if POSTGRES_ALPN in offered else SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def _read(path: str, config_path: str | None, key: str) -> bytes:
@@ -45,12 +60,36 @@ def server_context(cert_file: str, key_file: str, min_version: str = "1.2", *,
         raise ConfigError(config_path, f"{key_prefix}certFile",
                           f"cannot load certificate/key: {e}") from None
     try:
-        return ssl.CertificateOptions(
+        options = ssl.CertificateOptions(
             privateKey=key, certificate=chain[0], extraCertChain=chain[1:],
             raiseMinimumTo=_VERSIONS[min_version])
+        # Build the (cached) context now: a key that does not match fails the
+        # start, and our ALPN choice replaces Twisted's.
+        options.getContext().set_alpn_select_callback(select_alpn)
     except (SSL.Error, ValueError) as e:
         raise ConfigError(config_path, f"{key_prefix}keyFile",
                           f"key does not match certificate: {e}") from None
+    return options
+
+
+def describe_tls_error(exc: BaseException) -> str | None:
+    """
+    A readable reason for a failed TLS handshake towards PostgreSQL, for the
+    client's ErrorResponse detail and our log; None when C{exc} is not a TLS error.
+    """
+    if isinstance(exc, VerificationError):
+        names = []
+        for mismatch in exc.errors:
+            ident = getattr(mismatch, "mismatched_id", None)
+            name = getattr(ident, "hostname", None) or getattr(ident, "ip", None) or ident
+            names.append(name.decode() if isinstance(name, bytes) else str(name))
+        return ("TLS: the server certificate does not match the host name "
+                + ", ".join(repr(n) for n in names))
+    if isinstance(exc, SSL.Error):
+        errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+        reasons = [e[-1] for e in errors if isinstance(e, tuple) and e and e[-1]]
+        return "TLS handshake failed: " + ("; ".join(reasons) or str(exc) or "unknown error")
+    return None
 
 
 def _load_chain(pem: bytes) -> list[crypto.X509]:

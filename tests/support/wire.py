@@ -64,8 +64,14 @@ class Conn:
     params: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> Conn:
-        sock = socket.create_connection((host, port), timeout=timeout)
+    def open(cls, port: int, host: str = "127.0.0.1", timeout: float = 15.0,
+             rcvbuf: int | None = None) -> Conn:
+        """Connect; C{rcvbuf} caps our receive buffer (no autotuning) for slow-reader tests."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(timeout)
+        sock.connect((host, port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(sock)
 

@@ -137,14 +137,84 @@ def test_backend_down_gives_unavailable_and_recovers() -> None:
     assert pool.idle_count == 2
 
 
-def test_dead_idle_socket_is_replaced() -> None:
-    clock, dial, pool, stats = make(size=1)
+class Ready:
+    """A session that reached ReadyForQuery."""
+
+    ready = True
+
+
+def test_server_dropping_idle_sockets_switches_to_per_client_dials() -> None:
+    """
+    A socket dialled while PostgreSQL shuts down keeps its postmaster waiting
+    until authentication_timeout: once the server drops a socket the pool
+    closes what it holds idle and dials only for clients, until a session
+    through a socket dialled since then succeeds.
+    """
+    clock, dial, pool, stats = make(size=2)
     pool.start()
     dial.succeed_all()
     dial.made[0].die()
-    assert pool.idle_count == 0 and len(dial.pending) == 1
+    assert dial.made[1].closed and pool.idle_count == 0 and not dial.pending
+    assert stats.server_connections == 0
+    clock.advance(1)
+    first = pool.acquire()
+    assert len(dial.pending) == 1  # dialled for this client only
     dial.succeed_all()
-    assert pool.idle_count == 1 and stats.server_connections == 1
+    assert first.called and pool.idle_count == 0 and not dial.pending
+    first.result.session = Ready()  # its session reached ReadyForQuery
+    second = pool.acquire()
+    assert len(dial.pending) == 1
+    dial.succeed_all()
+    assert second.called
+    pool.release(first.result)  # the server proved itself: pre-dial again
+    dial.succeed_all()
+    assert pool.idle_count == 1 and stats.server_connections == 2
+
+
+def test_old_idle_socket_meeting_authentication_timeout_is_just_replaced() -> None:
+    """Too old to hand out anyway: PostgreSQL's authentication_timeout, not a shutdown."""
+    clock, dial, pool, stats = make(size=1, period=10.0)
+    pool.start()
+    dial.succeed_all()
+    clock.advance(9.5)
+    dial.made[0].die()
+    assert len(dial.pending) == 1  # pre-dialled at once, as before
+    dial.succeed_all()
+    assert pool.idle_count == 1
+
+
+def test_busy_socket_closed_by_the_server_also_switches_to_per_client_dials() -> None:
+    clock, dial, pool, stats = make(size=2)
+    pool.start()
+    dial.succeed_all()
+    busy = pool.acquire().result
+    busy.session = Ready()
+    busy.session.server_closed = True  # the server closed it under the session
+    busy.usable = False
+    pool.release(busy)
+    assert pool.idle_count == 0 and dial.made[1].closed and not dial.pending
+    assert stats.server_connections == 0
+
+
+def test_probe_after_an_outage_is_not_kept_idle_while_per_client() -> None:
+    clock, dial, pool, stats = make(size=2, retries=0)
+    pool.start()
+    dial.succeed_all()
+    for conn in dial.made:
+        conn.die()  # the server went away
+    failures = []
+    pool.acquire().addErrback(failures.append)
+    dial.fail_all()  # the client's own dial is refused: down
+    assert failures and failures[0].check(BackendUnavailable) and not pool.healthy
+    clock.advance(backoff_delay(pool.client_config, 1))
+    assert len(dial.pending) == 1  # the probe
+    dial.succeed_all()
+    probe = dial.made[-1]
+    assert pool.healthy and probe.closed and pool.idle_count == 0
+    assert stats.server_connections == 0
+    waiting = pool.acquire()
+    dial.succeed_all()
+    assert waiting.called and waiting.result is not probe
 
 
 def test_old_idle_sockets_are_recycled_and_not_handed_out() -> None:
