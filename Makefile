@@ -23,13 +23,13 @@ run: $(STAMP)
 	$(VENV)/bin/twistd -n gatewayd --config $(CONFIG) --plugin-config $(PLUGIN_CONFIG)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup tests
+	$(PY) -m pytest -n 2 --dist loadfile tests
 
 unit: $(STAMP)
 	$(PY) -m pytest -n 2 tests/unit
 
 integration: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup tests/integration
+	$(PY) -m pytest -n 2 --dist loadfile tests/integration
 
 bench: $(STAMP)
 	$(PY) tests/bench/run_bench.py $(BENCH_ARGS)
