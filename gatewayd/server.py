@@ -282,7 +282,8 @@ class FrontendProtocol(Protocol):
         f = self.factory
         f.stats.clients_rejected[f.group] = f.stats.clients_rejected.get(f.group, 0) + 1
         f.log.info("client {peer} refused: {code} {message}", peer=self.peer_info()["remote"],
-                   code=code, message=message)
+                   code=code, message=message,
+                   block=self.block.name if self.block is not None else "")
         if self.transport.connected:
             self.transport.write(error_response(code, message, severity="FATAL", detail=detail))
             self.transport.loseConnection()

@@ -233,10 +233,11 @@ class GatewayService(MultiService):
         def bound(port: Any) -> None:
             group.port = port
             host = port.getHost()
+            name = getattr(host, "name", "")
             group.address = (f"{host.host}:{host.port}" if hasattr(host, "port")
-                             else str(getattr(host, "name", "")))
-            self.log.info("server {group} listening on {address} ({n} block(s): {blocks})",
-                          group=group.name, address=group.address, n=len(group.blocks),
+                             else name.decode() if isinstance(name, bytes) else str(name))
+            self.log.info("server {server} listening on {address} ({n} block(s): {blocks})",
+                          server=group.name, address=group.address, n=len(group.blocks),
                           blocks=", ".join(group.blocks))
             self._fire(hook.ON_RUN, {"address": group.address})
             if group.config.enable_ticker:
