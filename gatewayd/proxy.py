@@ -20,6 +20,7 @@ Flow control both ways with producers/consumers, as twisted.protocols.portforwar
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from twisted.logger import Logger
@@ -43,6 +44,8 @@ from gatewayd.pgwire import (
 from gatewayd.hooks.replies import awaiting_sync, with_ready_status
 from gatewayd.transport import eager_writer
 
+_now = time.monotonic
+_IDLE = ord("I")
 _KEY = ord("K")
 _READY = ord("Z")
 _SYNC = ord("S")
@@ -93,6 +96,8 @@ class Session:
         self.in_flight = False
         self.ready = False
         self._ready_status = 0
+        self._query_start = 0.0
+        self._transaction_start = 0.0
         self.cancel_key: tuple[int, bytes] | None = None
         self.hooked = any(hooks.is_subscribed(name) for name in hook.TRAFFIC)
         self.scanner = MessageScanner(max_message_size)
@@ -198,6 +203,10 @@ class Session:
             return
         if data.endswith(_TERMINATE):
             self.client_terminated = True
+        if not self.in_flight:  # a new request after ReadyForQuery: time it
+            self._query_start = _now()
+            if not self._transaction_start:
+                self._transaction_start = self._query_start
         self.in_flight = True
         stats = self.stats
         n = len(data)
@@ -215,6 +224,7 @@ class Session:
             return
         if data[-6:-1] == _READY_HEADER:
             self.in_flight = False
+            self._request_done(data[-1])
         stats = self.stats
         n = len(data)
         stats.bytes_received_from_server += n
@@ -222,6 +232,16 @@ class Session:
         stats.bytes_sent_to_client += n
         stats.writes_to_client += 1
         self._write_client(data)
+
+    def _request_done(self, status: int) -> None:
+        """ReadyForQuery ended a request: observe its duration, and the transaction's when idle."""
+        if self._query_start:
+            now = _now()
+            self.stats.query_duration.observe(now - self._query_start)
+            self._query_start = 0.0
+            if status == _IDLE and self._transaction_start:
+                self.stats.transaction_duration.observe(now - self._transaction_start)
+                self._transaction_start = 0.0
 
     def _server_startup(self, data: bytes) -> None:
         """Frame the server side until the first ReadyForQuery, then pump."""
@@ -351,7 +371,12 @@ class Session:
     def _to_server(self, batch: bytes) -> None:
         self.in_flight = True
         self._last_request = batch
-        self._awaiting_ready += _sync_points(batch)
+        points = _sync_points(batch)
+        if points and self.ready and not self._query_start:
+            self._query_start = _now()
+            if not self._transaction_start:
+                self._transaction_start = self._query_start
+        self._awaiting_ready += points
         self._write_backend(batch)
         self.stats.bytes_sent_to_server += len(batch)
         self.stats.writes_to_server += 1
@@ -379,6 +404,8 @@ class Session:
                 self._note_server_message(msg)
                 if kind == _READY and self._awaiting_ready:
                     self._awaiting_ready -= 1
+                    if not self._awaiting_ready and len(msg) == 6:
+                        self._request_done(msg[5])
         self.scanner.ready_status = self._ready_status
         batch = messages[0] if len(messages) == 1 else b"".join(messages)
         self.stats.bytes_received_from_server += len(batch)

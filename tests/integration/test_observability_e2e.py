@@ -91,6 +91,9 @@ def test_metrics_after_psql_and_pgbench(gateway: Gateway, database: str) -> None
         assert during["gatewayd_proxied_connections"] == 1
         assert during["gatewayd_pool_busy"] == 1
         assert during["gatewayd_pool_wait_seconds_count"] == 1
+        # one request, ended by ReadyForQuery 'I': one query and one transaction timed
+        assert during["gatewayd_query_duration_seconds_count"] == 1
+        assert during["gatewayd_transaction_duration_seconds_count"] == 1
     held = settled(gateway)
     sessions = 1
 
@@ -122,6 +125,11 @@ def test_metrics_after_psql_and_pgbench(gateway: Gateway, database: str) -> None
     # One pool acquisition per client session, none refused or queued for long.
     assert m["gatewayd_pool_wait_seconds_count"] == sessions
     assert m["gatewayd_pool_exhausted_total"] == 0
+    # every pgbench -S transaction is one autocommit query: each is timed
+    run_queries = PGBENCH_CLIENTS * PGBENCH_TRANSACTIONS
+    assert m["gatewayd_query_duration_seconds_count"] >= run_queries + 2
+    assert m["gatewayd_transaction_duration_seconds_count"] >= run_queries + 2
+    assert m["gatewayd_query_duration_seconds_sum"] > 0
 
     # Client -> server: every query is at least one read; all of it was forwarded.
     queries = 1 + 1 + PGBENCH_CLIENTS * PGBENCH_TRANSACTIONS
