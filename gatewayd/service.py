@@ -13,7 +13,7 @@ Nothing here imports the global reactor: it is passed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -31,9 +31,9 @@ from gatewayd.cancel import CancelRegistry
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from gatewayd.config import Config
-from gatewayd.config import flatten, to_plain
+from gatewayd.config import apply_flat, flatten, to_plain
 from gatewayd.config.schema import Server
-from gatewayd.errors import ConfigError
+from gatewayd.errors import ConfigError, ConfigErrors
 from gatewayd.hooks import names as hook
 from gatewayd.hooks.registry import HookRegistry
 from gatewayd.interfaces import IHookRegistry
@@ -46,6 +46,9 @@ from gatewayd.pool import BackendPool
 from gatewayd.server import GatewayServerFactory
 from gatewayd.stats import Stats
 from gatewayd.tls import backend_tls, server_context
+
+
+_MISSING = object()
 
 
 def listen_description(network: str, address: str) -> str:
@@ -113,8 +116,20 @@ class GatewayService(MultiService):
     # -- building --------------------------------------------------------------------------
 
     def _build(self) -> None:
+        self._build_groups()
+        self._metrics_service()
+        self.plugin_host = PluginHost(self.reactor, self.config.plugins, self.hooks,
+                                      log=self.logging.logger("default", "gatewayd.plugins"),
+                                      dev=self.dev, metrics=self.metrics)
+        self.plugin_host.setServiceParent(self)
+        for service in api_services(self, self.config.global_.api, self.reactor):
+            service.setServiceParent(self)
+
+    def _build_groups(self) -> None:
+        """Server groups with their blocks and pools (not started) from C{self.config}."""
         g = self.config.global_
         path = self.config.global_path
+        self.groups = {}
         for group, server in g.servers.items():
             log = self.logging.logger(group if group in g.loggers else "default",
                                       "gatewayd.server")
@@ -135,13 +150,6 @@ class GatewayService(MultiService):
                                            self.hooks, self.stats, self.reactor, log, tls_context,
                                            tracing=self.tracing)
             self.groups[group] = ServerGroup(group, server, factory, blocks)
-        self._metrics_service()
-        self.plugin_host = PluginHost(self.reactor, self.config.plugins, self.hooks,
-                                      log=self.logging.logger("default", "gatewayd.plugins"),
-                                      dev=self.dev, metrics=self.metrics)
-        self.plugin_host.setServiceParent(self)
-        for service in api_services(self, self.config.global_.api, self.reactor):
-            service.setServiceParent(self)
 
     def _hook_registry(self) -> IHookRegistry:
         """Act from the plugins file, and the registry plugins will register with."""
@@ -210,17 +218,52 @@ class GatewayService(MultiService):
                 "gatewayd.groups": sorted(self.groups),
                 "gatewayd.plugins": len(self.config.plugins.plugins)})
         super().startService()
+        # As GatewayD: plugins are loaded (or refused) first, then OnConfigLoaded
+        # may change the configuration, then pools dial and servers listen.
+        self.plugin_host.when_loaded().addBoth(lambda _: self._config_loaded()).addCallback(
+            lambda _: self._listen_all())
+
+    def _config_loaded(self) -> Any:
+        """
+        GatewayD's OnConfigLoaded: plugins get the flattened global config and
+        may return changed keys.  GatewayD drops the result under its default
+        policy (reference 3.4); we apply it, validated like the file.
+        """
+        if not self.running or not self.hooks.is_subscribed(hook.ON_CONFIG_LOADED):
+            return None
+        flat = flatten(to_plain(self.config.global_))
+        return self.hooks.run(hook.ON_CONFIG_LOADED, dict(flat)).addCallback(
+            self._apply_config_result, flat)
+
+    def _apply_config_result(self, result: dict[str, Any], flat: dict[str, Any]) -> None:
+        changed = {key: value for key, value in result.items()
+                   if not key.startswith("__") and flat.get(key, _MISSING) != value}
+        if not changed:
+            return
+        try:
+            new = apply_flat(self.config.global_, changed, "plugin result (OnConfigLoaded)")
+        except (ConfigError, ConfigErrors) as e:
+            for line in str(e).splitlines():
+                self.log.error("ignoring a plugin's configuration change: {why}", why=line)
+            return
+        previous, self.config = self.config, replace(self.config, global_=new)
+        try:
+            self._build_groups()
+        except ConfigError as e:
+            self.log.error("ignoring a plugin's configuration change: {why}", why=str(e))
+            self.config = previous
+            self._build_groups()
+            return
+        self.log.info("configuration changed by a plugin: {keys}", keys=", ".join(sorted(changed)))
+
+    def _listen_all(self) -> None:
+        if not self.running:
+            return
         self._fire(hook.ON_BOOTING, {"status": "1"})
         for group in self.groups.values():
             for block in group.blocks.values():
                 block.pool.start()
                 self._fire(hook.ON_NEW_POOL, {"name": block.name, "size": block.pool.size})
-        # As GatewayD: plugins are loaded (or refused) before the servers listen.
-        self.plugin_host.when_loaded().addBoth(lambda _: self._listen_all())
-
-    def _listen_all(self) -> None:
-        if not self.running:
-            return
         self._announce_config()
         listening = [self._listen(group) for group in self.groups.values()]
         defer.gatherResults(listening, consumeErrors=True).addCallbacks(
@@ -289,7 +332,8 @@ class GatewayService(MultiService):
             self.log.info("draining {n} client connection(s)", n=total)
         yield defer.DeferredList([g.factory.drain(g.config.drain_timeout)
                                   for g in self.groups.values()])
-        self._fire(hook.ON_SHUTDOWN, {"connections": 0})
+        if self.hooks.is_subscribed(hook.ON_SHUTDOWN):  # before plugins are stopped
+            yield self.hooks.run(hook.ON_SHUTDOWN, {"connections": 0})
         yield defer.DeferredList([b.pool.stop() for g in self.groups.values()
                                   for b in g.blocks.values()])
         yield defer.maybeDeferred(super().stopService)
@@ -298,7 +342,6 @@ class GatewayService(MultiService):
     def _announce_config(self) -> None:
         """GatewayD's start-up notifications, once plugins are loaded (Act only)."""
         plain = to_plain(self.config.global_)
-        self._fire(hook.ON_CONFIG_LOADED, flatten(plain))
         self._fire(hook.ON_NEW_LOGGER, plain.get("loggers", {}))
         for group in self.groups.values():
             for _ in group.blocks:

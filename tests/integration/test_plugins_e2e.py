@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from tests.support.gateway import Gateway, base_config
+from gatewayd.hooks import names
 from tests.support.pg import wait_until
 
 pytestmark = pytest.mark.integration
@@ -126,3 +127,35 @@ def test_request_and_response_rewrites_and_every_hook(service_pg: str, tmp_path:
     assert {"id", "name", "group", "address", "localAddress", "dialTimeout"} <= seen["onNewClient"]
     for name in ("onNewLogger", "onNewProxy", "onNewServer"):
         assert seen[name] == {"default"}, name
+
+
+def test_every_hook_reaches_an_out_of_process_plugin(service_pg: str, tmp_path: Path) -> None:
+    """The same recording plugin, run by the SDK as a go-plugin process over gRPC."""
+    import hashlib
+    import sys
+
+    record = tmp_path / "hooks.jsonl"
+    script = tmp_path / "recorder"
+    root = Path(__file__).resolve().parents[2]
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(root)!r})\n"
+        "from tests.support.plugins.rewriter import Rewriter\n"
+        "Rewriter.serve({'record': os.environ['RECORD_FILE']})\n")
+    script.chmod(0o755)
+    plugin = {"name": "test-rewriter", "localPath": str(script),
+              "checksum": hashlib.sha256(script.read_bytes()).hexdigest(),
+              "env": [f"RECORD_FILE={record}", "MAGIC_COOKIE_KEY=GATEWAYD_PLUGIN",
+                      "MAGIC_COOKIE_VALUE=5712b87aa5d7e9f9e9ab643e6603181c5b796015cb1c09d6f5ada882bf2a1872"]}
+    config = base_config({"writes": service_pg}, enableTicker=True, tickInterval="100ms")
+    gateway = Gateway(config, {"plugins": [plugin], "timeout": "10s"}).start()
+    try:
+        result = psql(gateway, "select 'ping'", "select 'secret'")
+        assert result.stdout.split() == ["pong", "******"], result.stderr
+        wait_until(lambda: record.exists() and '"onTick"' in record.read_text(), what="a tick")
+    finally:
+        assert gateway.stop() == 0, gateway.output()
+    seen = {json.loads(line)["hook"] for line in record.read_text().splitlines()}
+    expected = set(names.ALL) - {names.ON_HOOK}
+    assert expected - seen == set(), gateway.output()[-3000:]
