@@ -58,6 +58,19 @@ class InProcessPlugin:
     def __repr__(self) -> str:
         return f"<InProcessPlugin {self.name} priority={self.priority}>"
 
+    @property
+    def metrics_socket(self) -> str | None:
+        """
+        Where the plugin serves Prometheus metrics (its C{metricsUnixDomainSocket}
+        when C{metricsEnabled} is not false): the host's merger scrapes it, as
+        for plugin processes, so in-process plugins' metrics reach /metrics too.
+        """
+        config = self.metadata.get("config", {}) if isinstance(self.metadata, dict) else {}
+        path = config.get("metricsUnixDomainSocket")
+        if not path or str(config.get("metricsEnabled", "true")).lower() in ("false", "0"):
+            return None
+        return str(path)
+
     def call_hook(self, hook_name: str, payload: dict, timeout: float | None = None) -> Deferred[dict]:
         """
         Call the hook.  Sync handlers answer in an already fired Deferred;
