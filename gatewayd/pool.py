@@ -161,9 +161,7 @@ class BackendPool:
                 self._busy.add(conn)
                 self.stats.pool_wait.observe(0.0)
                 return defer.succeed(conn)
-            conn.on_lost = None
-            conn.close()
-            self.stats.server_connections -= 1
+            self._discard(conn)
             self._fill()
         if not self.healthy and not self.starting:
             return defer.fail(BackendUnavailable(self.last_error or "backend unavailable"))
@@ -191,6 +189,12 @@ class BackendPool:
         connection.on_lost = None
         connection.close()
         self._fill()
+
+    def _discard(self, conn: BackendConnection) -> None:
+        """Close a socket this pool counted (idle or fresh) without re-dialling from its loss."""
+        conn.on_lost = None
+        conn.close()
+        self.stats.server_connections -= 1
 
     # -- dialling ------------------------------------------------------------------------
 
@@ -230,9 +234,7 @@ class BackendPool:
                 break
         else:
             if self._lazy:  # a probe nobody waits for: do not keep it idle (see module doc)
-                conn.on_lost = None
-                conn.close()
-                self.stats.server_connections -= 1
+                self._discard(conn)
             else:
                 self._idle.append(conn)
         self._fill()
@@ -281,10 +283,7 @@ class BackendPool:
             self.log.info("backend {address} closed a connection; dialling per client until a "
                           "session succeeds", address=self.client_config.address)
         while self._idle:
-            conn = self._idle.popleft()
-            conn.on_lost = None
-            conn.close()
-            self.stats.server_connections -= 1
+            self._discard(self._idle.popleft())
 
     def _proves_up(self, conn: BackendConnection) -> bool:
         """C{conn} was dialled after the server dropped us and its session reached ReadyForQuery."""
@@ -302,9 +301,7 @@ class BackendPool:
         for conn in list(self._idle):
             if now - conn.created >= self.check_period * 0.5 or not conn.usable:
                 self._idle.remove(conn)
-                conn.on_lost = None
-                conn.close()
-                self.stats.server_connections -= 1
+                self._discard(conn)
         if self._lazy and not self._waiters and now - self._lazy_since >= self.check_period:
             # A quiet period since the server last dropped us: pre-dial again, so
             # a restarted server gets clients back (a refused dial marks it down).

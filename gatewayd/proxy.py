@@ -31,6 +31,7 @@ from gatewayd.block import Block
 from gatewayd.cancel import CancelRegistry
 from gatewayd.errors import ProtocolViolation
 from gatewayd.hooks import names as hook
+from gatewayd.hooks.replies import awaiting_sync, with_ready_status
 from gatewayd.interfaces import IHookRegistry
 from gatewayd.pgwire import (
     MessageFramer,
@@ -41,7 +42,6 @@ from gatewayd.pgwire import (
     ready_for_query,
     sqlstate,
 )
-from gatewayd.hooks.replies import awaiting_sync, with_ready_status
 from gatewayd.transport import eager_writer
 
 _now = time.monotonic
@@ -204,9 +204,7 @@ class Session:
         if data.endswith(_TERMINATE):
             self.client_terminated = True
         if not self.in_flight:  # a new request after ReadyForQuery: time it
-            self._query_start = _now()
-            if not self._transaction_start:
-                self._transaction_start = self._query_start
+            self._request_started()
         self.in_flight = True
         stats = self.stats
         n = len(data)
@@ -222,7 +220,7 @@ class Session:
         except ProtocolViolation as e:
             self._server_violation(e)
             return
-        if data[-6:-1] == _READY_HEADER:
+        if data.endswith(_READY_HEADER, 0, len(data) - 1):  # no slice copy per read
             self.in_flight = False
             self._request_done(data[-1])
         stats = self.stats
@@ -232,6 +230,12 @@ class Session:
         stats.bytes_sent_to_client += n
         stats.writes_to_client += 1
         self._write_client(data)
+
+    def _request_started(self) -> None:
+        """A request left for the server while none was pending: start its clocks."""
+        self._query_start = _now()
+        if not self._transaction_start:
+            self._transaction_start = self._query_start
 
     def _request_done(self, status: int) -> None:
         """ReadyForQuery ended a request: observe its duration, and the transaction's when idle."""
@@ -277,7 +281,6 @@ class Session:
             self.ready = True
             self.in_flight = False
             self._ready_status = msg[5]
-
 
     def _server_violation(self, e: ProtocolViolation) -> None:
         self.log.error("backend {address} sent a malformed message: {why}",
@@ -373,9 +376,7 @@ class Session:
         self._last_request = batch
         points = _sync_points(batch)
         if points and self.ready and not self._query_start:
-            self._query_start = _now()
-            if not self._transaction_start:
-                self._transaction_start = self._query_start
+            self._request_started()
         self._awaiting_ready += points
         self._write_backend(batch)
         self.stats.bytes_sent_to_server += len(batch)

@@ -315,18 +315,18 @@ class FrontendProtocol(Protocol):
         """
         self.close_error = "gateway shutting down"
         session = self.session
-        if session is not None and session.cancel_key is not None and session.in_flight:
+        if session is None:
+            self.transport.abortConnection()
+            return
+        if session.cancel_key is not None and session.in_flight:
             pid, key = session.cancel_key
             self.factory.cancelling.append(self.factory.cancels.forward(
                 CancelRequest(pid, key, cancel_request(pid, key))))
-        if self.session is not None and self.session.at_message_boundary():
+        if session.at_message_boundary():
             self.transport.write(error_response(
                 sqlstate.ADMIN_SHUTDOWN, "terminating connection due to administrator command",
                 severity="FATAL"))
-        if self.session is not None:
-            self.session.end("shutdown")
-        else:
-            self.transport.abortConnection()
+        session.end("shutdown")
 
     def run_hook(self, name: str, payload: dict[str, Any]) -> Any:
         """Run a hook about this connection; with tracing, its span is the chain's parent."""

@@ -25,13 +25,10 @@ from twisted.logger import Logger
 from gatewayd import __version__
 from gatewayd.api import api_services
 from gatewayd.backend import BackendTarget, split_address
-from gatewayd.block import Block
 from gatewayd.act.registry import ActRegistry
+from gatewayd.block import Block
 from gatewayd.cancel import CancelRegistry
-from typing import TYPE_CHECKING
-if TYPE_CHECKING:
-    from gatewayd.config import Config
-from gatewayd.config import apply_flat, flatten, to_plain
+from gatewayd.config import Config, apply_flat, flatten, to_plain
 from gatewayd.config.schema import Server
 from gatewayd.errors import ConfigError, ConfigErrors
 from gatewayd.hooks import names as hook
